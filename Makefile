@@ -1,0 +1,58 @@
+# nlrepro: every target bootstraps .venv by itself the first time (stamp file).
+# PROFILE=proxy|kinetics  LAUNCHER=local|slurm  (defaults: proxy, local)
+PROFILE ?= proxy
+LAUNCHER ?= local
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NLREPRO := $(BIN)/nlrepro
+TABLES := 2a 2b 2c 2d 2e 2f 2g
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test test-fast test-slurm bench status tables figure3 proxy-data clean \
+	$(addprefix table,$(TABLES))
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9%-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+setup: $(STAMP) ## create .venv with the pinned versions (constraints.txt)
+
+test: $(STAMP) ## run the test suite (slow tests included, SLURM tests skipped)
+	$(BIN)/python -m pytest -m "not slurm" $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## the test suite without slow tests
+	$(BIN)/python -m pytest -m "not slow and not slurm" $(PYTEST_ARGS)
+
+test-slurm: $(STAMP) ## bring up a local SLURM cluster (root, Debian) and run its tests
+	$(BIN)/python -m pytest -m slurm $(PYTEST_ARGS)
+
+bench: $(STAMP) ## CPU (and GPU if present) benchmarks -> results/bench/
+	$(BIN)/python benchmarks/run_all.py
+
+$(addprefix table,$(TABLES)): table%: $(STAMP) ## tableNN: sweep, collect, render one paper table
+	$(NLREPRO) sweep experiments/table$*.yaml --profile $(PROFILE) --launcher $(LAUNCHER)
+	$(NLREPRO) collect --profile $(PROFILE)
+	$(NLREPRO) table $* --profile $(PROFILE)
+
+tables: $(STAMP) ## all of Table 2 (a)-(g)
+	for t in $(TABLES); do $(MAKE) --no-print-directory table$$t || exit 1; done
+
+status: $(STAMP) ## state of every run of every table
+	for t in $(TABLES); do $(NLREPRO) sweep experiments/table$$t.yaml --profile $(PROFILE) --status; done
+
+figure3: $(STAMP) ## Figure 3 attention maps from a proxy NL model
+	$(NLREPRO) attention auto --profile $(PROFILE) --out paper_tables/$(PROFILE)/figure3.png
+
+proxy-data: $(STAMP) ## write the synthetic proxy videos (done automatically when missing)
+	$(NLREPRO) make-proxy-data data/proxy
+
+clean: ## remove the venv and generated data (results are kept)
+	rm -rf $(VENV) data

@@ -1,0 +1,3 @@
+from nlrepro.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""``nlrepro <command>``: one entry point; each command lives in its own module.
+
+Modules are imported only when their command runs, so ``nlrepro --help`` is fast.
+Each command module defines ``add_arguments(parser)`` and ``main(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from nlrepro.config import ConfigError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("nlrepro.info", "print a model's parameters, GFLOPs and NL placement as JSON"),
+    "train": ("nlrepro.train", "train and test one run"),
+    "sweep": ("nlrepro.sweep", "expand a table's grid and launch what is not done"),
+    "collect": ("nlrepro.collect", "gather every run summary into results/<profile>/runs.csv"),
+    "table": ("nlrepro.tables", "render a paper table (markdown, LaTeX, plot)"),
+    "check-videos": ("nlrepro.data.check", "decode-check every video of a list"),
+    "make-proxy-data": ("nlrepro.data.proxy", "write the synthetic proxy dataset"),
+    "prepare-kinetics": ("nlrepro.data.prepare", "re-encode a raw Kinetics download"),
+    "attention": ("nlrepro.attention", "draw Figure 3 style attention maps"),
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nlrepro", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(_module=module)
+        if name in argv[:1]:  # only import the module that runs
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
+    try:
+        return int(importlib.import_module(args._module).main(args) or 0)
+    except ConfigError as err:
+        print(f"nlrepro {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
