@@ -1,0 +1,47 @@
+"""Table rendering: paper beside ours, mean ± std, deltas, missing runs as —."""
+
+import pandas as pd
+import pytest
+
+from nlrepro.sweep import expand, grid_path, load_grid
+from nlrepro.tables import DASH, build_table, display_frame, load_paper, to_markdown
+
+
+def _runs(values: dict[str, list[float]]) -> pd.DataFrame:
+    rows = []
+    for label, tops in values.items():
+        for seed, top1 in enumerate(tops):
+            rows.append({"table": "2a", "row": label, "depth": 50, "seed": seed,
+                         "top1_video": top1, "top5_video": min(100.0, top1 + 30),
+                         "videos": 500, "videos_failed": 0})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def specs(tmp_path):
+    return expand(load_grid(grid_path("2a")), "proxy", tmp_path)
+
+
+def test_build_table_statistics_and_deltas(specs):
+    grid = load_grid(grid_path("2a"))
+    runs = _runs({"C2D baseline": [40.0, 50.0, 60.0], "Gaussian": [70.0, 80.0],
+                  "dot-product": [55.0, 65.0, 75.0]})
+    df = build_table(grid, runs, load_paper(), specs).set_index("row")
+    assert df.loc["C2D baseline", "top1_mean"] == pytest.approx(50.0)
+    assert df.loc["C2D baseline", "top1_std"] == pytest.approx(10.0)      # sample std
+    assert df.loc["Gaussian", "n"] == 2 and df.loc["Gaussian", "expected"] == 3
+    assert df.loc["Gaussian", "delta"] == pytest.approx(25.0)
+    assert df.loc["Gaussian", "paper_delta"] == pytest.approx(72.5 - 71.8)
+    assert df.loc["concatenation", "n"] == 0
+    assert df.loc["concatenation", "top1_mean"] is None
+
+
+def test_missing_rows_render_as_dash_not_zero(specs):
+    grid = load_grid(grid_path("2a"))
+    df = build_table(grid, _runs({"C2D baseline": [50.0]}), load_paper(), specs)
+    shown = display_frame(df, cost=False).set_index("model")
+    assert shown.loc["concatenation", "ours top-1"] == DASH
+    assert shown.loc["concatenation", "n"] == "0/3"
+    assert shown.loc["Gaussian", "paper top-1"] == "72.5"
+    md = to_markdown("T", shown.reset_index(), ["note"])
+    assert "0.0" not in md.split("concatenation")[1].split("\n")[0]
