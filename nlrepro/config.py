@@ -179,12 +179,17 @@ class LauncherConfig:
     partition: str | None = None
     account: str | None = None
     constraint: str | None = None
+    # 0 = CPU job. With GPUs SLURM starts one task per GPU (trainer.devices of them),
+    # as Lightning's SLURM environment expects; cpus_per_task is per task, so per GPU.
     gpus_per_node: int = 0
     cpus_per_task: int = 2
-    mem_gb: int = 0
+    mem_gb: int = 0  # 0 = the cluster's default
     timeout_min: int = 60
+    # At most this many runs of one array at a time.
     array_parallelism: int = 32
+    # USR2 this long before the time limit: submitit requeues the run, which resumes.
     signal_delay_s: int = 120
+    # Requeues after time-outs (preemptions are not counted).
     max_requeues: int = 10
 
 
@@ -445,6 +450,15 @@ def _has_nonlocal(nl: NonLocalConfig) -> bool:
 def identity(cfg: RunConfig) -> dict:
     """The part of the config that determines the result (hashed into the run id)."""
     data = to_dict(cfg)
+    # Hash the network that is built, not how it was asked for: (blocks, stages) become the
+    # compiled placement, and the NL settings of a network without NL blocks are dropped.
+    from nlrepro.models.placement import compile_placement, stage_blocks_of
+
+    nl = cfg.model.nonlocal_
+    placement = compile_placement(nl.blocks, nl.stages, stage_blocks_of(cfg.model),
+                                  cfg.model.depth)
+    data["model"]["nonlocal"] = ({**data["model"]["nonlocal"], "blocks": placement,
+                                  "stages": None} if placement else {"blocks": {}})
     for key in NON_IDENTITY_KEYS:
         parts = key.split(".")
         node = data

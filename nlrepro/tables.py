@@ -31,7 +31,7 @@ def load_paper(path: Path = PAPER_CSV) -> pd.DataFrame:
 
 
 def _fmt(value: float | None, digits: int = 1, signed: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return DASH
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
@@ -44,8 +44,12 @@ def _mean_std(values: pd.Series) -> tuple[float | None, float | None, int]:
     return float(values.mean()), std, len(values)
 
 
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _pm(mean: float | None, std: float | None) -> str:
-    if mean is None:
+    if _missing(mean):
         return DASH
     return f"{mean:.1f}" if std is None or math.isnan(std) else f"{mean:.1f} ± {std:.1f}"
 
@@ -86,7 +90,7 @@ def build_table(grid: dict, runs: pd.DataFrame, paper: pd.DataFrame,
     for depth, group in df.groupby("depth", sort=False):
         base = group[group["baseline"]].iloc[0]
         for col, ref in (("paper_top1", "paper_delta"), ("top1_mean", "delta")):
-            df.loc[group.index, ref] = [None if v is None or base[col] is None
+            df.loc[group.index, ref] = [None if _missing(v) or _missing(base[col])
                                         else v - base[col] for v in group[col]]
     return df
 

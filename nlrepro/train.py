@@ -23,6 +23,7 @@ import resource
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -96,12 +97,15 @@ def _callbacks(cfg: RunConfig, run_dir: Path) -> list:
 
 
 def _plugins() -> list:
-    if "SLURM_JOB_ID" not in os.environ:
-        return []
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-    # submitit alone owns requeueing (it handles the signal and resubmits).
-    return [SLURMEnvironment(auto_requeue=False)]
+    from nlrepro.checkpoint_io import AtomicCheckpointIO
+
+    plugins: list = [AtomicCheckpointIO()]
+    if "SLURM_JOB_ID" in os.environ:
+        # submitit alone owns requeueing (it handles the signal and resubmits).
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    return plugins
 
 
 def _trim_history(run_dir: Path, last_ckpt: Path) -> None:
@@ -151,6 +155,8 @@ def _init_from(model: Any, path: str) -> dict[str, list[str]]:
     import torch
 
     state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    from nlrepro.models.frozen_bn import fold_bn_state_dict
+    state = fold_bn_state_dict(state, model)  # BN entries -> folded frozen-BN ones (Table 2g)
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(usable, strict=False)
@@ -167,6 +173,7 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
     from nlrepro.module import VideoClassifier
 
     t0 = time.time()
+    setup_logging()
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     if cfg.trainer.deterministic:
@@ -200,6 +207,7 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
     fit_start = time.time()
     trainer.fit(model, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
     fit_time = time.time() - fit_start
+    fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     _save_elapsed(run_dir, elapsed_before + fit_time)
 
     if t.precise_bn_batches > 0:
@@ -211,8 +219,8 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
 
     trainer.test(model, datamodule=dm, verbose=False)
 
-    summary = _summary(cfg, run_dir, trainer, model, dm, fit_time, elapsed_before,
-                       time.time() - t0, init_report)
+    summary = _summary(cfg, run_dir, trainer, model, dm, fit_metrics, fit_time,
+                       elapsed_before, time.time() - t0, init_report)
     if trainer.is_global_zero:
         _finish_history(run_dir)
         atomic_write_json(run_dir / "summary.json", summary)
@@ -230,9 +238,10 @@ def _save_elapsed(run_dir: Path, seconds: float) -> None:
 
 
 def _summary(cfg: RunConfig, run_dir: Path, trainer: Any, model: Any, dm: Any,
-             fit_time: float, elapsed_before: float, wall: float,
-             init_report: dict | None) -> dict:
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+             fit_metrics: dict[str, float], fit_time: float, elapsed_before: float,
+             wall: float, init_report: dict | None) -> dict:
+    # Accuracies in percent (torchmetrics logs fractions in metrics.csv); losses as they are.
+    metrics = {k: 100.0 * v if "top" in k else v for k, v in fit_metrics.items()}
     metrics.update({k: float(v) for k, v in model.test_report.items()})
     train_clips = trainer.global_step * cfg.data.batch_size * trainer.world_size
     report = dm.failure_report() if hasattr(dm, "failure_report") else {}
@@ -268,8 +277,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run folder (default: <output_dir>/<config hash>)")
 
 
+def setup_logging() -> None:
+    """nlrepro's own log lines on stderr; Lightning keeps its own handler."""
+    logger = logging.getLogger("nlrepro")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    # The run folder holds config.yaml next to metrics.csv; resume keeps the history itself.
+    warnings.filterwarnings("ignore", message="Experiment logs directory .* exists")
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+
+
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    setup_logging()
     cfg = load_config(args.profile, sets=args.sets)
     summary = train(cfg, args.run_dir)
     m = summary.get("metrics", {})

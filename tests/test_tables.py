@@ -33,7 +33,7 @@ def test_build_table_statistics_and_deltas(specs):
     assert df.loc["Gaussian", "delta"] == pytest.approx(25.0)
     assert df.loc["Gaussian", "paper_delta"] == pytest.approx(72.5 - 71.8)
     assert df.loc["concatenation", "n"] == 0
-    assert df.loc["concatenation", "top1_mean"] is None
+    assert pd.isna(df.loc["concatenation", "top1_mean"])
 
 
 def test_missing_rows_render_as_dash_not_zero(specs):
