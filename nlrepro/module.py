@@ -61,12 +61,14 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str,
 class VideoClassifier(L.LightningModule):
     """ResNet3D (+ non-local blocks) trained with cross-entropy on clips."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], load_pretrained: bool = True) -> None:
         super().__init__()
         # Plain data in the checkpoint (loadable with weights_only=True).
         self.save_hyperparameters({"config": config})
         self.cfg: RunConfig = from_dict(config)
-        self.model = build_model(self.cfg.model, frames=self.cfg.data.frames)
+        # No ImageNet weights when a checkpoint will overwrite them (resume, init_from).
+        self.model = build_model(self.cfg.model, frames=self.cfg.data.frames,
+                                 crop=self.cfg.data.crop, load_pretrained=load_pretrained)
         if self.cfg.trainer.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
         k = self.cfg.model.num_classes
@@ -79,8 +81,8 @@ class VideoClassifier(L.LightningModule):
         self.test_report: dict[str, float] = {}
 
     @classmethod
-    def from_config(cls, cfg: RunConfig) -> "VideoClassifier":
-        return cls(to_dict(cfg))
+    def from_config(cls, cfg: RunConfig, load_pretrained: bool = True) -> "VideoClassifier":
+        return cls(to_dict(cfg), load_pretrained=load_pretrained)
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         if self.cfg.trainer.channels_last:

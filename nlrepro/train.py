@@ -181,9 +181,10 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     dm = VideoDataModule(cfg)
-    model = VideoClassifier.from_config(cfg)
-    init_report = None
     last = run_dir / CKPT_DIR / LAST
+    model = VideoClassifier.from_config(
+        cfg, load_pretrained=not last.exists() and not cfg.trainer.init_from)
+    init_report = None
     if cfg.trainer.init_from and not last.exists():
         init_report = _init_from(model, cfg.trainer.init_from)
     if cfg.trainer.compile:

@@ -1,0 +1,1 @@
+"""Backbones, non-local blocks, placement and ImageNet inflation."""
