@@ -1,0 +1,316 @@
+"""The non-local block (Wang et al., CVPR 2018, Sec. 3; VNL ``nonlocal_helper.py``).
+
+    z_i = x_i + BN(W_z y_i),    y_i = 1/C(x) · Σ_j f(x_i, x_j) g(x_j)
+
+Queries i run over every position of x, ordered (t, h, w) (index ``(t·H + h)·W + w``).
+Keys j run over the key grid: x itself, or x max-pooled by (1, 2, 2) when ``subsample`` is on
+(VNL pools **x** before φ and g; θ is not pooled; odd sizes are floored like VNL/PySlowFast),
+ordered (t, h', w') the same way.  ``scope`` and ``temporal_group`` restrict which keys a
+query may see; the block computes each allowed set on its own ("sets" below: a batch of
+independent (queries, keys) problems), which is both exact and the cheap layout.
+
+``fast=True`` (default) uses exact sub-quadratic or fused kernels; ``fast=False`` materialises
+every n × m affinity like the public implementations (benchmarks, debugging).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+INSTANTIATIONS = ("gaussian", "embedded_gaussian", "dot_product", "concatenation")
+SCOPES = ("spacetime", "space", "time")
+NORMS = ("bn", "none")
+SOFTMAX = ("gaussian", "embedded_gaussian")
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"NonLocalBlock: {name}={value!r} is not valid; "
+                         f"choose one of {', '.join(choices)}")
+
+
+def _conv(c_in: int, c_out: int, bias: bool = True) -> nn.Conv3d:
+    """1×1×1 conv with VNL's init: weights N(0, 0.01), bias 0."""
+    conv = nn.Conv3d(c_in, c_out, kernel_size=1, bias=bias)
+    nn.init.normal_(conv.weight, std=0.01)
+    if bias:
+        nn.init.zeros_(conv.bias)
+    return conv
+
+
+class NonLocalBlock(nn.Module):
+    """Non-local block on ``(B, C, T, H, W)``; a new block is the identity (γ = 0 or W_z = 0).
+
+    instantiation: ``gaussian`` (f = exp(x_iᵀx_j) on the raw input, softmax over j),
+        ``embedded_gaussian`` (f = exp(θ_iᵀφ_j), softmax), ``dot_product`` (f = θ_iᵀφ_j,
+        C(x) = number of keys a query sees), ``concatenation`` (f = ReLU(w_fᵀ[θ_i, φ_j]),
+        C(x) = number of keys).
+    scope: ``spacetime`` (all keys), ``space`` (keys of the query's frame), ``time`` (the
+        query's spatial location in every frame; with ``subsample`` that is the pooled cell
+        containing it, cell index min(h // 2, H' − 1) so a floored odd edge row/column uses
+        the last cell).
+    scale: multiply softmax logits by d^-1/2 (VNL ``USE_SCALE``), d = channels of the dot
+        product: C/2 for embedded gaussian, C (the dimension of x) for gaussian. Ignored by
+        dot product and concatenation, which are normalised by C(x) instead.
+    norm: ``bn`` (BN with γ = 0) or ``none`` (no BN, W_z zero-initialised; 128-frame recipe).
+    temporal_group: compute the affinity inside groups of k consecutive frames (VNL 128-frame
+        res3 trick); T must be divisible by k.
+    """
+
+    def __init__(self, in_channels: int, instantiation: str = "embedded_gaussian",
+                 scope: str = "spacetime", subsample: bool = True, scale: bool = True,
+                 inner_channels: int | None = None, norm: str = "bn",
+                 temporal_group: int | None = None) -> None:
+        super().__init__()
+        _check_choice("instantiation", instantiation, INSTANTIATIONS)
+        _check_choice("scope", scope, SCOPES)
+        _check_choice("norm", norm, NORMS)
+        if temporal_group is not None and (not isinstance(temporal_group, int)
+                                           or temporal_group < 1):
+            raise ValueError(f"NonLocalBlock: temporal_group={temporal_group!r} must be None "
+                             "or a positive integer")
+        inner = inner_channels if inner_channels is not None else in_channels // 2
+        if inner < 1:
+            raise ValueError(f"NonLocalBlock: inner_channels={inner} must be >= 1 "
+                             f"(in_channels={in_channels})")
+        self.in_channels, self.inner_channels = in_channels, inner
+        self.instantiation, self.scope, self.subsample = instantiation, scope, subsample
+        self.scale, self.norm, self.temporal_group = scale, norm, temporal_group
+        self.fast: bool = True
+
+        embedded = instantiation != "gaussian"
+        self.theta = _conv(in_channels, inner) if embedded else None
+        self.phi = _conv(in_channels, inner) if embedded else None
+        self.g = _conv(in_channels, inner)
+        # Projects [θ_i, φ_j] (2·inner channels) to the scalar pre-activation of f.
+        self.w_f = _conv(2 * inner, 1, bias=False) if instantiation == "concatenation" else None
+        self.pool = nn.MaxPool3d((1, 2, 2), (1, 2, 2)) if subsample else None
+        self.w_z = _conv(inner, in_channels)
+        if norm == "bn":
+            self.bn: nn.BatchNorm3d | None = nn.BatchNorm3d(in_channels)
+            nn.init.zeros_(self.bn.weight)
+        else:
+            self.bn = None
+            nn.init.zeros_(self.w_z.weight)
+            nn.init.zeros_(self.w_z.bias)
+
+    def extra_repr(self) -> str:
+        return (f"instantiation={self.instantiation}, scope={self.scope}, "
+                f"subsample={self.subsample}, scale={self.scale}, norm={self.norm}, "
+                f"temporal_group={self.temporal_group}, fast={self.fast}")
+
+    # ---- layout: positions -> independent (queries, keys) sets --------------------------------
+    def _group(self, t: int) -> int:
+        k = self.temporal_group or t
+        if t % k:
+            raise ValueError(f"NonLocalBlock: T={t} frames is not divisible by "
+                             f"temporal_group={k}; use a divisor of {t}")
+        return k
+
+    def _sets(self, u: Tensor, k: int) -> Tensor:
+        """(B, c, T, h, w) -> (B·sets, n, c): one row block per independent set."""
+        b, c, t, h, w = u.shape
+        if self.scope == "space":
+            return u.permute(0, 2, 3, 4, 1).reshape(b * t, h * w, c)
+        u = u.reshape(b, c, t // k, k, h, w)
+        if self.scope == "spacetime":
+            return u.permute(0, 2, 3, 4, 5, 1).reshape(b * (t // k), k * h * w, c)
+        return u.permute(0, 2, 4, 5, 3, 1).reshape(b * (t // k) * h * w, k, c)  # time
+
+    def _unsets(self, y: Tensor, shape: tuple[int, ...], k: int) -> Tensor:
+        """Inverse of ``_sets`` for the query grid: (B·sets, n, c) -> (B, c, T, H, W)."""
+        b, _, t, h, w = shape
+        c = y.shape[-1]
+        if self.scope == "space":
+            return y.reshape(b, t, h, w, c).permute(0, 4, 1, 2, 3)
+        if self.scope == "spacetime":
+            y = y.reshape(b, t // k, k, h, w, c).permute(0, 5, 1, 2, 3, 4)
+        else:
+            y = y.reshape(b, t // k, h, w, k, c).permute(0, 5, 1, 4, 2, 3)
+        return y.reshape(b, c, t, h, w)
+
+    def _key_grid(self, u: Tensor, h: int, w: int) -> Tensor:
+        """For the time scope, key cell of every query location: (B, c, T, h', w') -> (B, c, T, h, w)."""
+        if self.scope != "time" or (u.shape[-2] == h and u.shape[-1] == w):
+            return u
+        rows = (torch.arange(h, device=u.device) // 2).clamp(max=u.shape[-2] - 1)
+        cols = (torch.arange(w, device=u.device) // 2).clamp(max=u.shape[-1] - 1)
+        return u.index_select(3, rows).index_select(4, cols)
+
+    def _embed(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, int]:
+        """θ (queries), φ (keys), g (values) as sets: (S, n, d), (S, m, d), (S, m, inner)."""
+        b, c, t, h, w = x.shape
+        if c != self.in_channels:
+            raise ValueError(f"NonLocalBlock: input has {c} channels, expected {self.in_channels}")
+        k = self._group(t)
+        xp = x
+        if self.pool is not None:
+            if h < 2 or w < 2:
+                raise ValueError(f"NonLocalBlock: subsample pools H, W by 2 but the input is "
+                                 f"{h}×{w}; use subsample=False for such small maps")
+            xp = self.pool(x)
+        q = self.theta(x) if self.theta is not None else x
+        key = self.phi(xp) if self.phi is not None else xp
+        val = self.g(xp)
+        keys = self._sets(self._key_grid(key, h, w), k)
+        vals = self._sets(self._key_grid(val, h, w), k)
+        return self._sets(q, k), keys, vals, k
+
+    # ---- the four f / C(x) -------------------------------------------------------------------
+    def _softmax_scale(self, d: int) -> float:
+        return d ** -0.5 if self.scale else 1.0
+
+    def _concat_terms(self, q: Tensor, key: Tensor) -> tuple[Tensor, Tensor]:
+        """w_fᵀ[θ_i, φ_j] = a_i + b_j with a = θ·w_θ, b = φ·w_φ (w_f split in halves)."""
+        wf = self.w_f.weight.reshape(-1)
+        d = self.inner_channels
+        return q @ wf[:d], key @ wf[d:]
+
+    def _affinity_sets(self, q: Tensor, key: Tensor) -> Tensor:
+        """f / C(x) materialised per set: (S, n, m). The plain reference path."""
+        m = key.shape[1]
+        if self.instantiation in SOFTMAX:
+            logits = q @ key.transpose(1, 2) * self._softmax_scale(q.shape[-1])
+            return logits.softmax(dim=-1)
+        if self.instantiation == "dot_product":
+            return q @ key.transpose(1, 2) / m
+        a, b_ = self._concat_terms(q, key)
+        return F.relu(a[:, :, None] + b_[:, None, :]) / m
+
+    def _aggregate(self, q: Tensor, key: Tensor, val: Tensor) -> Tensor:
+        """y = 1/C(x) Σ_j f(i, j) g_j for every set: (S, n, inner)."""
+        if not self.fast:
+            return self._affinity_sets(q, key) @ val
+        if self.instantiation in SOFTMAX:
+            return _softmax_attention(q, key, val, self._softmax_scale(q.shape[-1]))
+        if self.instantiation == "dot_product":
+            return _dot_product(q, key, val)
+        a, b_ = self._concat_terms(q, key)
+        return _relu_sum(a, b_, val)
+
+    # ---- public ------------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        q, key, val, k = self._embed(x)
+        y = self._unsets(self._aggregate(q, key, val), x.shape, k)
+        z = self.w_z(y)
+        if self.bn is not None:
+            z = self.bn(z)
+        return x + z
+
+    @torch.no_grad()
+    def affinity(self, x: Tensor) -> Tensor:
+        """Normalised affinity f / C(x) as a (B, N, M) matrix, 0 outside the allowed keys.
+
+        Rows: queries over x's grid, ordered (t, h, w); columns: keys over the key grid
+        (pooled (T, ⌊H/2⌋, ⌊W/2⌋) with ``subsample``), ordered (t, h', w').  Softmax rows sum
+        to 1; dot product / concatenation rows are f / C(x) (C(x) = keys a query sees).
+        """
+        b, _, t, h, w = x.shape
+        q, key, _, k = self._embed(x)
+        sets = self._affinity_sets(q, key)
+        hp, wp = (h // 2, w // 2) if self.pool is not None else (h, w)
+        n, m = t * h * w, t * hp * wp
+        # Global indices of each set's queries / keys, through the same layout functions.
+        qidx = self._sets(torch.arange(n, device=x.device).reshape(1, 1, t, h, w), k)[..., 0]
+        kgrid = torch.arange(m, device=x.device).reshape(1, 1, t, hp, wp)
+        kidx = self._sets(self._key_grid(kgrid, h, w), k)[..., 0]
+        full = sets.new_zeros(b, n, m)
+        full[:, qidx[:, :, None], kidx[:, None, :]] = sets.reshape(b, -1, *sets.shape[1:])
+        return full
+
+
+# ---- exact fast kernels ----------------------------------------------------------------------
+def _softmax_attention(q: Tensor, key: Tensor, val: Tensor, scale: float) -> Tensor:
+    """softmax(s·qkᵀ)v without keeping the n × m matrix (exact: the same softmax, blockwise).
+
+    Equal head dims (embedded gaussian): fused SDPA on 4-D tensors (3-D would take CPU's
+    materialising math path).  Unequal dims (gaussian: q, k have C channels, v C/2): CPU SDPA
+    silently materialises, so query chunks with a hand-written backward do it instead.
+    """
+    if q.shape[-1] == val.shape[-1]:
+        return F.scaled_dot_product_attention(q[:, None], key[:, None], val[:, None],
+                                              scale=scale)[:, 0]
+    return _ChunkedSoftmaxAttention.apply(q, key, val, scale)
+
+
+def _softmax_attention_padded(q: Tensor, key: Tensor, val: Tensor, scale: float) -> Tensor:
+    """The alternative for a narrower v: zero-pad v to q's width so fused SDPA applies.
+
+    Exact (padded columns are 0 and cut off) but the p·v product does twice the work; kept
+    for ``benchmarks/bench_nonlocal.py``, which measures it against the chunked kernel.
+    """
+    dv = val.shape[-1]
+    val = F.pad(val, (0, q.shape[-1] - dv))
+    return F.scaled_dot_product_attention(q[:, None], key[:, None], val[:, None],
+                                          scale=scale)[:, 0, :, :dv]
+
+
+_CHUNK_ELEMENTS = 1 << 22  # ~16 MB of fp32 affinity per query chunk
+
+
+class _ChunkedSoftmaxAttention(torch.autograd.Function):
+    """y = softmax(s·qkᵀ)v over query chunks; backward recomputes each chunk's softmax.
+
+    Exact: rows of a softmax are independent, so chunking rows changes nothing; the backward
+    is the softmax/matmul chain rule, using Σ_j p_ij dp_ij = dy_i·y_i (as flash attention
+    does) so no n × m matrix outlives its chunk.
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, key: Tensor, val: Tensor, scale: float) -> Tensor:
+        chunk = max(1, _CHUNK_ELEMENTS // (q.shape[0] * key.shape[1]))
+        kt = key.transpose(1, 2)
+        y = torch.cat([torch.softmax((q[:, i:i + chunk] @ kt).mul_(scale), dim=-1) @ val
+                       for i in range(0, q.shape[1], chunk)], dim=1)
+        ctx.save_for_backward(q, key, val, y)
+        ctx.scale, ctx.chunk = scale, chunk
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy: Tensor) -> tuple[Tensor | None, ...]:
+        q, key, val, y = ctx.saved_tensors
+        scale, chunk = ctx.scale, ctx.chunk
+        dq, dk, dv = torch.empty_like(q), torch.zeros_like(key), torch.zeros_like(val)
+        delta = (dy * y).sum(-1, keepdim=True)
+        kt, vt = key.transpose(1, 2), val.transpose(1, 2)
+        for i in range(0, q.shape[1], chunk):
+            rows = slice(i, i + chunk)
+            p = torch.softmax((q[:, rows] @ kt).mul_(scale), dim=-1)
+            dv.baddbmm_(p.transpose(1, 2), dy[:, rows])
+            ds = (dy[:, rows] @ vt).sub_(delta[:, rows]).mul_(p).mul_(scale)
+            dq[:, rows] = ds @ key
+            dk.baddbmm_(ds.transpose(1, 2), q[:, rows])
+        return dq, dk, dv, None
+
+
+def _dot_product(q: Tensor, key: Tensor, val: Tensor) -> Tensor:
+    """(qkᵀ/m)v; associativity makes q(kᵀv)/m the same number at O((n+m)·d·dv) cost."""
+    n, d = q.shape[1:]
+    m, dv = val.shape[1:]
+    if (n + m) * d * dv < n * m * (d + dv):
+        return q @ (key.transpose(1, 2) @ val) / m
+    return (q @ key.transpose(1, 2)) @ val / m
+
+
+def _relu_sum(a: Tensor, b: Tensor, val: Tensor) -> Tensor:
+    """y_i = 1/m Σ_j ReLU(a_i + b_j) v_j in O((n + m)(dv + log m)).
+
+    Exact: ReLU(a_i + b_j) is a_i + b_j for b_j > −a_i and 0 otherwise, so with b sorted the
+    sum is a_i·S(v) + S(b·v) over the suffix of keys above −a_i, found by binary search.
+    Keys with b_j = −a_i give a_i + b_j = 0 exactly and ReLU'(0) = 0, so leaving them out
+    (``right=True``) matches the materialised form in value and gradient.
+    """
+    m = b.shape[1]
+    b_sorted, order = b.sort(dim=1)
+    v_sorted = val.gather(1, order[:, :, None].expand_as(val))
+    zero = val.new_zeros(val.shape[0], 1, val.shape[2])
+    # suffix[p] = Σ_{q >= p} over sorted keys, with suffix[m] = 0.
+    s_v = torch.cat([v_sorted.flip(1).cumsum(1).flip(1), zero], dim=1)
+    s_bv = torch.cat([(b_sorted[:, :, None] * v_sorted).flip(1).cumsum(1).flip(1), zero], dim=1)
+    start = torch.searchsorted(b_sorted.detach().contiguous(), (-a).detach().contiguous(),
+                               right=True)
+    idx = start[:, :, None].expand(-1, -1, val.shape[2])
+    return (a[:, :, None] * s_v.gather(1, idx) + s_bv.gather(1, idx)) / m
