@@ -94,6 +94,12 @@ class ProxyConfig:
     frames: int = 16
     size: int = 32
     seed: int = 0
+    # Side of the cue square (pixels), pixel noise std, moving distractor squares,
+    # libx264 constant rate factor.
+    cue_size: int = 16
+    noise: float = 8.0
+    distractors: int = 2
+    crf: int = 20
 
 
 @dataclass
