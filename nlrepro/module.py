@@ -72,11 +72,12 @@ class VideoClassifier(L.LightningModule):
         if self.cfg.trainer.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
         k = self.cfg.model.num_classes
-        self.train_top1 = MulticlassAccuracy(num_classes=k, top_k=1)
-        self.val_top1 = MulticlassAccuracy(num_classes=k, top_k=1)
-        self.val_top5 = MulticlassAccuracy(num_classes=k, top_k=min(5, k))
-        self.test_top1 = MulticlassAccuracy(num_classes=k, top_k=1)
-        self.test_top5 = MulticlassAccuracy(num_classes=k, top_k=min(5, k))
+        # average="micro": the fraction of clips/videos right (torchmetrics defaults to macro).
+        self.train_top1 = MulticlassAccuracy(num_classes=k, top_k=1, average="micro")
+        self.val_top1 = MulticlassAccuracy(num_classes=k, top_k=1, average="micro")
+        self.val_top5 = MulticlassAccuracy(num_classes=k, top_k=min(5, k), average="micro")
+        self.test_top1 = MulticlassAccuracy(num_classes=k, top_k=1, average="micro")
+        self.test_top5 = MulticlassAccuracy(num_classes=k, top_k=min(5, k), average="micro")
         self.train_retries = 0
         self.test_report: dict[str, float] = {}
 

@@ -112,18 +112,18 @@ def depths_for(grid: dict, row: dict) -> list[int]:
 
 
 def expand(grid: dict, profile: str = "proxy", results: Path = Path("results"),
-           sets: list[str] | None = None) -> list[RunSpec]:
+           sets: list[str] | None = None, seeds: list[int] | None = None) -> list[RunSpec]:
     """Rows × depths × seeds -> validated run specs (nothing is written)."""
     table = grid["table"]
     base = dict(grid.get("base") or {})
     base.update((grid.get("profiles") or {}).get(profile) or {})
     extra = parse_set(sets)
-    parents = _parents(grid, profile, results, sets)
+    parents = _parents(grid, profile, results, sets, seeds)
     specs: dict[Path, RunSpec] = {}
     out: list[RunSpec] = []
     for row in grid["rows"]:
         for depth in depths_for(grid, row):
-            for seed in seeds_for(grid, profile):
+            for seed in seeds if seeds is not None else seeds_for(grid, profile):
                 overrides = merge(base, row.get("set") or {})
                 if depth is not None:
                     overrides["model.depth"] = depth
@@ -157,13 +157,13 @@ def _depth(overrides: dict) -> int:
     return int(overrides.get("model.depth", 50))
 
 
-def _parents(grid: dict, profile: str, results: Path,
-             sets: list[str] | None) -> dict[tuple, RunSpec] | None:
+def _parents(grid: dict, profile: str, results: Path, sets: list[str] | None,
+             seeds: list[int] | None) -> dict[tuple, RunSpec] | None:
     """Runs of the table this one fine-tunes from (Table 2g <- 2f), keyed by row/depth/seed."""
     source = grid.get("init_from")
     if not source:
         return None
-    specs = expand(load_grid(grid_path(str(source))), profile, results, sets)
+    specs = expand(load_grid(grid_path(str(source))), profile, results, sets, seeds)
     return {(s.label, s.depth, s.seed): s for s in specs}
 
 
@@ -246,6 +246,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override for every run, e.g. trainer.max_epochs=2")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="override the grid's seeds, e.g. --seeds 0 1")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and its cost")
     parser.add_argument("--status", action="store_true", help="print the state of every run")
 
@@ -255,7 +257,7 @@ def main(args: argparse.Namespace) -> int:
     sets = list(args.sets)
     if args.launcher:
         sets.append(f"launcher.name={args.launcher}")
-    specs = expand(grid, args.profile, args.results, sets)
+    specs = expand(grid, args.profile, args.results, sets, args.seeds)
     if args.status:
         _print_status(grid, specs)
         return 0
