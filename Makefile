@@ -52,7 +52,7 @@ figure3: $(STAMP) ## Figure 3 attention maps from a proxy NL model
 	$(NLREPRO) attention auto --profile $(PROFILE) --out paper_tables/$(PROFILE)/figure3.png
 
 proxy-data: $(STAMP) ## write the synthetic proxy videos (done automatically when missing)
-	$(NLREPRO) make-proxy-data data/proxy
+	$(NLREPRO) make-proxy-data --profile $(PROFILE)
 
 clean: ## remove the venv and generated data (results are kept)
 	rm -rf $(VENV) data

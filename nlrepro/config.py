@@ -100,6 +100,9 @@ class ProxyConfig:
     noise: float = 8.0
     distractors: int = 2
     crf: int = 20
+    # Curriculum: this fraction of *training* clips keeps the cue on screen to the end, so cue
+    # and probe share frames there; validation and test clips never do (docs/PROXY.md).
+    persist_cue: float = 0.0
 
 
 @dataclass

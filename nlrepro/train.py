@@ -85,6 +85,21 @@ def train(cfg: RunConfig, run_dir: Path | None = None) -> dict:
     return train_run_dir(run_dir)
 
 
+def _elapsed_callback(run_dir: Path, before: float) -> Any:
+    """Saves the training time so far after every epoch, so a killed attempt still counts."""
+    from lightning.pytorch.callbacks import Callback
+
+    class _Elapsed(Callback):
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            self.start = time.time()
+
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            if trainer.is_global_zero:
+                _save_elapsed(run_dir, before + time.time() - self.start)
+
+    return _Elapsed()
+
+
 def _callbacks(cfg: RunConfig, run_dir: Path) -> list:
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
@@ -141,6 +156,22 @@ def _finish_history(run_dir: Path) -> None:
         hist.unlink()
 
 
+def _last_logged(run_dir: Path) -> dict[str, float]:
+    """The last logged value of every train/val metric in history.csv + metrics.csv."""
+    import pandas as pd
+
+    parts = [pd.read_csv(p) for p in (run_dir / "history.csv", run_dir / "metrics.csv")
+             if p.is_file() and p.stat().st_size > 0]
+    if not parts:
+        return {}
+    df = pd.concat(parts, ignore_index=True)
+    out = {}
+    for col in df.columns:
+        if col.startswith(("train/", "val/")) and df[col].notna().any():
+            out[col] = float(df[col].dropna().iloc[-1])
+    return out
+
+
 def _peak_memory_mb() -> dict[str, float]:
     import torch
 
@@ -189,9 +220,10 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
         init_report = _init_from(model, cfg.trainer.init_from)
     if cfg.trainer.compile:
         model.model = torch.compile(model.model)
-    if last.exists():
+    resumed = last.exists()
+    if resumed:
         _trim_history(run_dir, last)
-    elapsed_before = _load_elapsed(run_dir)
+    elapsed_before = _load_elapsed(run_dir) if resumed else 0.0
 
     t = cfg.trainer
     trainer = L.Trainer(
@@ -199,7 +231,8 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
         strategy=t.strategy, precision=t.precision, deterministic=t.deterministic,
         logger=CSVLogger(save_dir=run_dir, name="", version=""),
-        callbacks=_callbacks(cfg, run_dir), plugins=_plugins(),
+        callbacks=[*_callbacks(cfg, run_dir), _elapsed_callback(run_dir, elapsed_before)],
+        plugins=_plugins(),
         log_every_n_steps=t.log_every_n_steps, check_val_every_n_epoch=t.check_val_every_n_epoch,
         limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
         limit_test_batches=t.limit_test_batches, num_sanity_val_steps=0,
@@ -209,6 +242,10 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
     trainer.fit(model, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
     fit_time = time.time() - fit_start
     fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    if not any(k.startswith("val/") for k in fit_metrics):
+        # Killed after the final checkpoint: nothing was left to fit, so take the last
+        # epoch's logged metrics instead of reporting none.
+        fit_metrics = {**_last_logged(run_dir), **fit_metrics}
     _save_elapsed(run_dir, elapsed_before + fit_time)
 
     if t.precise_bn_batches > 0:
@@ -221,7 +258,7 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
     trainer.test(model, datamodule=dm, verbose=False)
 
     summary = _summary(cfg, run_dir, trainer, model, dm, fit_metrics, fit_time,
-                       elapsed_before, time.time() - t0, init_report)
+                       elapsed_before, time.time() - t0, init_report, resumed)
     if trainer.is_global_zero:
         _finish_history(run_dir)
         atomic_write_json(run_dir / "summary.json", summary)
@@ -240,7 +277,7 @@ def _save_elapsed(run_dir: Path, seconds: float) -> None:
 
 def _summary(cfg: RunConfig, run_dir: Path, trainer: Any, model: Any, dm: Any,
              fit_metrics: dict[str, float], fit_time: float, elapsed_before: float,
-             wall: float, init_report: dict | None) -> dict:
+             wall: float, init_report: dict | None, resumed: bool) -> dict:
     # Accuracies in percent (torchmetrics logs fractions in metrics.csv); losses as they are.
     metrics = {k: 100.0 * v if "top" in k else v for k, v in fit_metrics.items()}
     metrics.update({k: float(v) for k, v in model.test_report.items()})
@@ -258,7 +295,7 @@ def _summary(cfg: RunConfig, run_dir: Path, trainer: Any, model: Any, dm: Any,
         "steps": int(trainer.global_step),
         "train_seconds": elapsed_before + fit_time,
         "wall_seconds_last_attempt": wall,
-        "resumed": elapsed_before > 0,
+        "resumed": resumed,
         "throughput_clips_per_s": train_clips / max(1e-9, elapsed_before + fit_time),
         **_peak_memory_mb(),
         "videos": report,

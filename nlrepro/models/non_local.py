@@ -232,7 +232,12 @@ def _softmax_attention(q: Tensor, key: Tensor, val: Tensor, scale: float) -> Ten
     if q.shape[-1] == val.shape[-1]:
         return F.scaled_dot_product_attention(q[:, None], key[:, None], val[:, None],
                                               scale=scale)[:, 0]
-    return _ChunkedSoftmaxAttention.apply(q, key, val, scale)
+    # The hand-written backward runs outside autocast: give the Function one dtype up front.
+    dev = q.device.type
+    dtype = (torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev)
+             else torch.promote_types(torch.promote_types(q.dtype, key.dtype), val.dtype))
+    with torch.autocast(dev, enabled=False):
+        return _ChunkedSoftmaxAttention.apply(q.to(dtype), key.to(dtype), val.to(dtype), scale)
 
 
 def _softmax_attention_padded(q: Tensor, key: Tensor, val: Tensor, scale: float) -> Tensor:
@@ -298,19 +303,20 @@ def _dot_product(q: Tensor, key: Tensor, val: Tensor) -> Tensor:
 def _relu_sum(a: Tensor, b: Tensor, val: Tensor) -> Tensor:
     """y_i = 1/m Σ_j ReLU(a_i + b_j) v_j in O((n + m)(dv + log m)).
 
-    Exact: ReLU(a_i + b_j) is a_i + b_j for b_j > −a_i and 0 otherwise, so with b sorted the
-    sum is a_i·S(v) + S(b·v) over the suffix of keys above −a_i, found by binary search.
-    Keys with b_j = −a_i give a_i + b_j = 0 exactly and ReLU'(0) = 0, so leaving them out
-    (``right=True``) matches the materialised form in value and gradient.
+    Exact: ReLU(a_i + b_j) is a_i + b_j for b_j > −a_i and 0 otherwise, so with b sorted in
+    descending order the sum is a_i·P(v) + P(b·v) over the prefix of keys with b_j > −a_i,
+    whose length a binary search gives.  Keys with b_j = −a_i give a_i + b_j = 0 exactly and
+    ReLU'(0) = 0, so leaving them out (strict ``>``) matches the materialised form in value
+    and gradient.
     """
-    m = b.shape[1]
-    b_sorted, order = b.sort(dim=1)
-    v_sorted = val.gather(1, order[:, :, None].expand_as(val))
-    zero = val.new_zeros(val.shape[0], 1, val.shape[2])
-    # suffix[p] = Σ_{q >= p} over sorted keys, with suffix[m] = 0.
-    s_v = torch.cat([v_sorted.flip(1).cumsum(1).flip(1), zero], dim=1)
-    s_bv = torch.cat([(b_sorted[:, :, None] * v_sorted).flip(1).cumsum(1).flip(1), zero], dim=1)
-    start = torch.searchsorted(b_sorted.detach().contiguous(), (-a).detach().contiguous(),
-                               right=True)
-    idx = start[:, :, None].expand(-1, -1, val.shape[2])
-    return (a[:, :, None] * s_v.gather(1, idx) + s_bv.gather(1, idx)) / m
+    s, m, dv = val.shape
+    b_desc, order = b.sort(dim=1, descending=True)
+    v_desc = val.gather(1, order[:, :, None].expand_as(val))
+    zero = val.new_zeros(s, 1, dv)
+    # prefix[p] = Σ_{q < p} over the sorted keys (prefix[0] = 0).
+    p_v = torch.cat([zero, v_desc.cumsum(1)], dim=1)
+    p_bv = torch.cat([zero, (b_desc[:, :, None] * v_desc).cumsum(1)], dim=1)
+    # #{j : b_j > −a_i} = #{j : −b_j < a_i}; −b_desc is ascending, so a left search counts it.
+    count = torch.searchsorted((-b_desc).detach().contiguous(), a.detach().contiguous())
+    idx = count[:, :, None].expand(-1, -1, dv)
+    return (a[:, :, None] * p_v.gather(1, idx) + p_bv.gather(1, idx)) / m

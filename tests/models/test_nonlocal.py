@@ -262,3 +262,39 @@ def test_padded_softmax_kernel_is_exact():
     v = torch.randn(3, 7, 4, dtype=torch.float64)
     want = torch.softmax(q @ k.transpose(1, 2) * 0.3, -1) @ v
     torch.testing.assert_close(non_local._softmax_attention_padded(q, k, v, 0.3), want)
+
+
+@pytest.mark.parametrize("instantiation", INSTANTIATIONS)
+def test_bf16_autocast_forward_backward(instantiation):
+    """Mixed precision: the kernels get bf16 and fp32 operands mixed (gaussian: raw x vs g(x));
+    forward and backward must run and stay close to fp32."""
+    torch.manual_seed(0)
+    block = NonLocalBlock(16, instantiation)
+    torch.nn.init.ones_(block.bn.weight)
+    x = torch.randn(2, 16, 4, 8, 8, requires_grad=True)
+    want = block(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = block(x)
+    (got.float() * torch.linspace(-1, 1, got.numel()).reshape(got.shape)).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert all(p.grad is not None for p in block.parameters())
+    torch.testing.assert_close(got.float(), want, rtol=0, atol=0.05)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
+def test_temporal_groups_reduce_compute(fast):
+    """Groups are folded into the batch, not masked: the affinity products shrink by T/k."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randn(1, 8, 4, 6, 6)
+
+    def flops(group):
+        block = NonLocalBlock(8, "embedded_gaussian", temporal_group=group)
+        block.fast = fast
+        with FlopCounterMode(display=False) as counter:
+            block(x)
+        return counter.get_total_flops()
+    n, m, d = 4 * 36, 4 * 9, 4                 # queries, pooled keys, inner channels
+    affinity = 2 * (2 * n * m * d)             # θφᵀ and (softmax)·g, multiply-adds × 2
+    assert flops(None) - flops(2) == affinity - affinity // 2
+    assert flops(None) - flops(1) == affinity - affinity // 4

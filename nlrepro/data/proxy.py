@@ -1,0 +1,308 @@
+"""CueMatch: the synthetic proxy task, written as real H.264 videos in the Kinetics layout.
+
+Why this task (docs/PROXY.md): a clip shows an early *cue* (a large square in one of the key
+colours red, green, blue) and, much later, a *probe* (a small square whose ring has a key colour
+and whose core is yellow or cyan).  The label is ``2 * (ring colour != cue colour) + core``.
+In C2D every conv is 1×k×k and time is mixed only by the pools and the final average, so cue
+and probe never meet before the linear classifier: its logits are a *sum* of an early part and
+a late part, and no additive model can exceed 75% (of the four clips {cue a, cue b} ×
+{ring a, ring b}, at most three can be right).  A non-local block can look the cue up from the
+probe's position.
+
+Layout (what ``nlrepro.data.annotations`` reads)::
+
+    <root>/<split>/<class>/<split>_<index>.mp4   libx264, yuv420p, constant frame rate
+    <root>/{train,val,test}.csv                  "relative/path label" per line
+    <root>/classes.json                          {"match_yellow": 0, ..., "clash_cyan": 3}
+    <root>/proxy_config.json                     the ProxyConfig (and generator version) used
+
+Everything is deterministic from ``ProxyConfig.seed``: each clip has its own
+``numpy.random.SeedSequence([seed, split, index])``, so a pool of workers and a single process
+write the same bytes.  Event times are fractions of the clip: ``frames=64`` shows the same
+events as ``frames=16`` at four times the frame rate (the 128-frame variant of Table 2g).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nlrepro.config import ConfigError, ProxyConfig, RunConfig
+
+# Bump when the rendering changes: a folder written by another version is not reused.
+GENERATOR_VERSION = 2
+# label = 2 * (probe ring colour != cue colour) + core colour
+CLASSES = ("match_yellow", "match_cyan", "clash_yellow", "clash_cyan")
+SPLITS = ("train", "val", "test")
+CONFIG_FILE = "proxy_config.json"
+BASE_FRAMES = 16  # event times and speeds are defined on a 16-frame clip
+FPS = 8  # nominal: 16 frames = 2 s
+POOL_MIN_VIDEOS = 64  # below this, starting worker processes costs more than it saves
+
+# Saturated colours survive 4:2:0 chroma subsampling on objects several pixels wide.
+KEY_PALETTE = np.array([[230, 30, 30], [30, 210, 30], [40, 70, 240]], np.uint8)  # R, G, B
+CORE_PALETTE = np.array([[235, 225, 30], [30, 225, 225]], np.uint8)  # yellow, cyan
+DISTRACTOR_COLOUR = np.array([150, 150, 150], np.uint8)
+GOLDEN = (5 ** 0.5 - 1) / 2
+PROBE_SIZE, PROBE_RING = 8, 2  # an 8×8 probe: 2-px ring in a key colour around a 4×4 core
+# Event timing in units of the 16-frame clip (scaled by frames / 16).
+CUE_START_MAX = 2      # cue starts in frame 0..2
+CUE_LENGTH = 3         # and lasts 3 frames
+PROBE_START = (11, 13)  # probes appear in frame 11..13 and stay to the end
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipInfo:
+    """What was drawn (for oracles and attention checks): label and event geometry."""
+
+    label: int
+    cue_colour: int
+    cue_frames: tuple[int, int]            # [start, stop)
+    cue_box: tuple[int, int, int]          # y, x, side
+    probe_start: int
+    probe_key: int                         # ring colour (KEY_PALETTE index)
+    probe_core: int                        # core colour (CORE_PALETTE index)
+
+
+def check_proxy_config(p: ProxyConfig) -> None:
+    """Reject sizes the task cannot be drawn at; the message names the value and the range."""
+    def need(ok: bool, key: str, value: Any, valid: str) -> None:
+        if not ok:
+            raise ConfigError(f"data.proxy.{key}: {value!r} is not valid; {valid}")
+    for key in ("num_train", "num_val", "num_test"):
+        v = getattr(p, key)
+        need(isinstance(v, int) and v >= 1, key, v, "give a positive number of videos")
+    need(p.frames >= BASE_FRAMES and p.frames % BASE_FRAMES == 0, "frames", p.frames,
+         f"choose a multiple of {BASE_FRAMES} (16, 32, 64, ...)")
+    need(p.size >= 32 and p.size % 8 == 0, "size", p.size,
+         "choose a multiple of 8 that is at least 32 (pixels)")
+    need(8 <= p.cue_size <= p.size, "cue_size", p.cue_size, f"choose 8..{p.size} (pixels)")
+    need(0 <= p.crf <= 51, "crf", p.crf, "choose 0..51 (libx264 constant rate factor)")
+    need(0 <= p.noise <= 64, "noise", p.noise, "choose 0..64 (pixel noise std)")
+    need(0 <= p.distractors <= 8, "distractors", p.distractors, "choose 0..8")
+    need(0.0 <= p.persist_cue < 1.0, "persist_cue", p.persist_cue,
+         "choose a fraction in [0, 1) of training clips (1 would leave no hard clip to learn from)")
+
+
+def clip_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The clip's own generator: independent of how clips are spread over workers."""
+    return np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split), index]))
+
+
+def render_clip(rng: np.random.Generator, p: ProxyConfig, persist_cue: bool = False
+                ) -> tuple[np.ndarray, ClipInfo]:
+    """One clip ``uint8 (T, H, W, 3)`` and what is in it.
+
+    ``persist_cue`` keeps the cue on screen to the end (a curriculum clip: cue and probe share
+    frames, so even per-frame convolutions see both).
+    """
+    T, S, k, ring = p.frames, p.size, PROBE_SIZE, PROBE_RING
+    r = T // BASE_FRAMES  # frames per base frame
+    clip = np.full((T, S, S, 3), rng.uniform(20, 60), np.float32)
+    if p.noise:
+        clip += rng.normal(0, p.noise, clip.shape).astype(np.float32)
+    cue = int(rng.integers(len(KEY_PALETTE)))
+    match = bool(rng.integers(2))
+    key = cue if match else int((cue + rng.integers(1, len(KEY_PALETTE))) % len(KEY_PALETTE))
+    core = int(rng.integers(len(CORE_PALETTE)))
+    # Distractors: small grey squares drifting through the whole clip.
+    for _ in range(p.distractors):
+        pos, vel = rng.uniform(0, S - 3, 2), rng.uniform(-1.5, 1.5, 2) / r
+        for t in range(T):
+            y, x = np.clip(np.round(pos + vel * t), 0, S - 3).astype(int)
+            clip[t, y:y + 3, x:x + 3] = DISTRACTOR_COLOUR
+    # The cue: a large square in a key colour, early in the clip.
+    c0 = r * int(rng.integers(CUE_START_MAX + 1))
+    c1 = T if persist_cue else c0 + r * CUE_LENGTH
+    cy, cx = (int(v) for v in rng.integers(0, S - p.cue_size + 1, 2))
+    clip[c0:c1, cy:cy + p.cue_size, cx:cx + p.cue_size] = KEY_PALETTE[cue]
+    # The probe: late, on even pixels (4:2:0 chroma), drifting 0 or 2 px per 2 base frames.
+    p0 = r * int(rng.integers(PROBE_START[0], PROBE_START[1] + 1))
+    pos = 2 * rng.integers(1, (S - k) // 2, 2)
+    vel = 2 * rng.integers(-1, 2, 2)
+    for t in range(p0, T):
+        y, x = np.clip(pos + vel * ((t - p0) // (2 * r)), 0, S - k)
+        clip[t, y:y + k, x:x + k] = KEY_PALETTE[key]
+        clip[t, y + ring:y + k - ring, x + ring:x + k - ring] = CORE_PALETTE[core]
+    label = (0 if match else 2) + core
+    info = ClipInfo(label=label, cue_colour=cue, cue_frames=(c0, c1),
+                    cue_box=(cy, cx, p.cue_size), probe_start=p0, probe_key=key,
+                    probe_core=core)
+    return np.clip(clip, 0, 255).astype(np.uint8), info
+
+
+def write_video(path: Path, frames: np.ndarray, crf: int, fps: int = FPS) -> None:
+    """H.264 (libx264, yuv420p, one thread: byte-identical output for the same frames)."""
+    import av
+
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps, options={
+            "crf": str(crf), "preset": "veryfast", "threads": "1"})
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.thread_count = 1  # PyAV's default (auto, sliced) is not bit-exact
+        container.metadata.clear()
+        for t, img in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+            frame.pts = t  # explicit time stamps: nothing left to the muxer's clock
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def persists(index: int, fraction: float) -> bool:
+    """Whether training clip ``index`` is a curriculum clip: a low-discrepancy sequence, so
+    any prefix of the training set holds the intended fraction."""
+    return (index * GOLDEN) % 1.0 < fraction
+
+
+def _split_sizes(p: ProxyConfig) -> dict[str, int]:
+    return {"train": p.num_train, "val": p.num_val, "test": p.num_test}
+
+
+def _relpath(split: str, index: int, label: int) -> str:
+    return f"{split}/{CLASSES[label]}/{split}_{index:06d}.mp4"
+
+
+def _make_one(job: tuple[str, str, int, dict]) -> str:
+    root, split, index, values = job
+    p = ProxyConfig(**values)
+    frames, info = render_clip(clip_rng(p.seed, split, index), p,
+                               persist_cue=split == "train" and persists(index, p.persist_cue))
+    rel = _relpath(split, index, info.label)
+    path = Path(root) / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_video(path, frames, p.crf)
+    return f"{rel} {info.label}"
+
+
+def config_record(p: ProxyConfig) -> dict:
+    return {"generator_version": GENERATOR_VERSION, "proxy": dataclasses.asdict(p)}
+
+
+def make_proxy_data(root: str | Path, proxy_cfg: ProxyConfig, progress: bool = True,
+                    workers: int = 2) -> Path:
+    """Write the dataset into ``root`` (which must not exist yet); returns ``root``.
+
+    Written into a temporary sibling folder and renamed at the end, so a killed generation
+    never leaves a half dataset behind.
+    """
+    from tqdm import tqdm
+
+    check_proxy_config(proxy_cfg)
+    root = Path(root)
+    if root.exists():
+        raise FileExistsError(f"{root} exists; make_proxy_data writes a new folder only "
+                              "(use ensure_proxy_data to reuse a matching one)")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.tmp-"))
+    try:
+        values = dataclasses.asdict(proxy_cfg)
+        jobs = [(str(tmp), split, i, values)
+                for split, n in _split_sizes(proxy_cfg).items() for i in range(n)]
+        bar = tqdm(total=len(jobs), desc=f"proxy data -> {root}", unit="video",
+                   disable=not progress)
+        if workers > 1 and len(jobs) >= POOL_MIN_VIDEOS:
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                lines = []
+                for line in pool.imap(_make_one, jobs, chunksize=16):
+                    lines.append(line)
+                    bar.update()
+        else:
+            lines = []
+            for job in jobs:
+                lines.append(_make_one(job))
+                bar.update()
+        bar.close()
+        start = 0
+        for split, n in _split_sizes(proxy_cfg).items():
+            (tmp / f"{split}.csv").write_text("\n".join(lines[start:start + n]) + "\n")
+            start += n
+        (tmp / "classes.json").write_text(
+            json.dumps({name: i for i, name in enumerate(CLASSES)}, indent=2) + "\n")
+        (tmp / CONFIG_FILE).write_text(json.dumps(config_record(proxy_cfg), indent=2,
+                                                  sort_keys=True) + "\n")
+        os.rename(tmp, root)  # atomic; fails if another process finished first
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root
+
+
+def _stored_record(root: Path) -> dict | None:
+    path = root / CONFIG_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def ensure_proxy_data(cfg: RunConfig) -> Path:
+    """Generate ``cfg.data.proxy`` into ``cfg.data.root`` unless a matching copy is there.
+
+    A folder written with a different ProxyConfig (or generator version) is never silently
+    reused or overwritten: the error names the differing keys.
+    """
+    p = cfg.data.proxy
+    if p is None:
+        raise ConfigError("data.proxy is not set: this profile has no proxy dataset to make")
+    check_proxy_config(p)
+    root = Path(cfg.data.root)
+    want = config_record(p)
+    if not root.exists():
+        try:
+            make_proxy_data(root, p)
+        except OSError:
+            if not root.exists():  # not a lost race with a concurrent generator
+                raise
+    have = _stored_record(root)
+    if have is None:
+        raise ConfigError(f"data.root: {str(root)!r} exists but is not a proxy dataset "
+                          f"(no {CONFIG_FILE}); choose another data.root or remove it")
+    if have != want:
+        diff = sorted(k for k in want["proxy"] if have.get("proxy", {}).get(k) != want["proxy"][k])
+        if have.get("generator_version") != GENERATOR_VERSION:
+            diff.append("generator_version")
+        raise ConfigError(f"data.root: {str(root)!r} holds a proxy dataset made with different "
+                          f"settings ({', '.join(diff)}: stored {have}); remove the folder to "
+                          "regenerate it, or point data.root elsewhere")
+    return root
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("root", nargs="?", default=None,
+                        help="folder to create (must not exist); default: the profile's "
+                             "data.root, reused when it already holds the same dataset")
+    parser.add_argument("--profile", default="proxy",
+                        help="profile whose data.proxy gives the defaults (default proxy)")
+    for f in dataclasses.fields(ProxyConfig):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
+                            help=f"override data.proxy.{f.name}")
+    parser.add_argument("--workers", type=int, default=2, help="encoding processes")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def main(args: argparse.Namespace) -> int:
+    from nlrepro.config import load_config
+
+    cfg = load_config(args.profile)
+    if cfg.data.proxy is None:
+        raise ConfigError(f"profile {args.profile!r} has no data.proxy section; "
+                          "use --profile proxy")
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ProxyConfig)
+             if getattr(args, f.name) is not None}
+    cfg.data.proxy = dataclasses.replace(cfg.data.proxy, **given)
+    if args.root is None:
+        root = ensure_proxy_data(cfg)
+    else:
+        root = make_proxy_data(args.root, cfg.data.proxy, progress=not args.quiet,
+                               workers=args.workers)
+    print(root)
+    return 0

@@ -1,0 +1,160 @@
+"""The proxy dataset: deterministic, decodable, label recoverable after H.264, atomic."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nlrepro.config import ConfigError, ProxyConfig, load_config
+from nlrepro.data import proxy
+
+SMALL = ProxyConfig(num_train=6, num_val=3, num_test=3, frames=16, size=32, seed=3)
+
+
+def _decode(path: Path) -> np.ndarray:
+    import decord
+
+    vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+    return vr.get_batch(list(range(len(vr)))).asnumpy()
+
+
+def _oracle(frames: np.ndarray) -> int:
+    """The task's rule on decoded pixels: cue colour (early) vs probe ring colour (last frame)."""
+    f = frames.astype(np.int32)
+    keys = proxy.KEY_PALETTE.astype(np.int32)
+
+    def key_pixels(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        dist = np.abs(img[..., None, :] - keys).sum(-1)
+        return dist.argmin(-1), dist.min(-1) < 90
+
+    which, near = key_pixels(f[: len(f) * 5 // 16])  # the cue lives in the first 5/16
+    cue = int(np.bincount(which[near], minlength=3).argmax())
+    which, near = key_pixels(f[-1])
+    ring = int(np.bincount(which[near], minlength=3).argmax())
+    ys, xs = np.nonzero(near & (which == ring))
+    cy, cx = int(round(ys.mean())), int(round(xs.mean()))  # ring centre = core centre
+    core = f[-1][cy - 1:cy + 1, cx - 1:cx + 1].reshape(-1, 3).mean(0)
+    core_id = int(np.abs(proxy.CORE_PALETTE.astype(np.int32) - core).sum(-1).argmin())
+    return (0 if ring == cue else 2) + core_id
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return proxy.make_proxy_data(tmp_path_factory.mktemp("p") / "proxy", SMALL, progress=False)
+
+
+def test_render_is_deterministic_and_labels_balanced() -> None:
+    a, ia = proxy.render_clip(proxy.clip_rng(0, "train", 5), SMALL)
+    b, ib = proxy.render_clip(proxy.clip_rng(0, "train", 5), SMALL)
+    c, _ = proxy.render_clip(proxy.clip_rng(0, "val", 5), SMALL)
+    assert a.dtype == np.uint8 and a.shape == (16, 32, 32, 3)
+    assert np.array_equal(a, b) and ia == ib and not np.array_equal(a, c)
+    labels = [proxy.render_clip(proxy.clip_rng(1, "train", i), SMALL)[1].label
+              for i in range(400)]
+    assert np.bincount(labels, minlength=4).min() > 70  # ~100 each of 4 classes
+
+
+def test_event_times_scale_with_frames() -> None:
+    """64 frames = the same events at 4x the frame rate (Table 2g's longer clips)."""
+    p = dataclasses.replace(SMALL, frames=64)
+    for i in range(20):
+        clip, info = proxy.render_clip(proxy.clip_rng(0, "train", i), p)
+        c0, c1 = info.cue_frames
+        assert c0 % 4 == 0 and c1 - c0 == 12 and c1 <= 20 and info.probe_start >= 44
+        key = proxy.KEY_PALETTE[info.cue_colour]
+        y, x, s = info.cue_box
+        assert (clip[c0:c1, y + s // 2, x + s // 2] == key).all()  # the cue is drawn
+        assert not (clip[c1:, y + s // 2, x + s // 2] == key).all(-1).all()
+
+
+def test_layout_and_lists_are_what_the_loader_reads(dataset: Path) -> None:
+    from nlrepro.data.annotations import ClassIndex, read_list
+
+    classes = ClassIndex.load(dataset / "classes.json")
+    assert classes.names == proxy.CLASSES
+    for split, n in (("train", 6), ("val", 3), ("test", 3)):
+        records = read_list(dataset / f"{split}.csv", "path_label", dataset, classes)
+        assert len(records) == n
+        for rec in records:
+            assert rec.path.is_file()
+            assert rec.path.relative_to(dataset).parts[:2] == (split, proxy.CLASSES[rec.label])
+    stored = json.loads((dataset / proxy.CONFIG_FILE).read_text())
+    assert stored["proxy"] == dataclasses.asdict(SMALL)
+
+
+def test_decoded_videos_keep_the_signal(dataset: Path) -> None:
+    """Frame count, size, and the label from the *decoded* pixels by the task's rule."""
+    lines = [ln.split() for s in ("train", "val", "test")
+             for ln in (dataset / f"{s}.csv").read_text().splitlines()]
+    for rel, label in lines:
+        frames = _decode(dataset / rel)
+        assert frames.shape == (16, 32, 32, 3)
+        assert _oracle(frames) == int(label), rel
+
+
+def test_same_seed_same_bytes(dataset: Path, tmp_path: Path) -> None:
+    again = proxy.make_proxy_data(tmp_path / "again", SMALL, progress=False)
+    for name in ("train.csv", "val.csv", "test.csv", "classes.json"):
+        assert (again / name).read_bytes() == (dataset / name).read_bytes()
+    rel = (dataset / "train.csv").read_text().split()[0]
+    assert (again / rel).read_bytes() == (dataset / rel).read_bytes()
+    other = proxy.make_proxy_data(tmp_path / "other", dataclasses.replace(SMALL, seed=4),
+                                  progress=False)
+    assert (other / "train.csv").read_bytes() != (dataset / "train.csv").read_bytes()
+
+
+def _cfg(root: Path, **proxy_values: object):
+    values = dataclasses.asdict(dataclasses.replace(SMALL, **proxy_values))
+    return load_config("proxy", {"data": {"root": str(root), "proxy": values}})
+
+
+def test_ensure_is_idempotent_and_refuses_a_different_config(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    assert proxy.ensure_proxy_data(_cfg(root)) == root
+    stamp = (root / "train.csv").stat().st_mtime_ns
+    proxy.ensure_proxy_data(_cfg(root))
+    assert (root / "train.csv").stat().st_mtime_ns == stamp  # reused, not rewritten
+    with pytest.raises(ConfigError, match=r"different settings \(seed"):
+        proxy.ensure_proxy_data(_cfg(root, seed=9))
+    (tmp_path / "notproxy").mkdir()
+    with pytest.raises(ConfigError, match="not a proxy dataset"):
+        proxy.ensure_proxy_data(_cfg(tmp_path / "notproxy"))
+
+
+def test_killed_generation_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                          ) -> None:
+    calls = []
+
+    def dying_write(path: Path, frames: np.ndarray, crf: int) -> None:
+        calls.append(path)
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # what a Ctrl-C half-way through looks like
+        real_write(path, frames, crf)
+
+    real_write = proxy.write_video
+    monkeypatch.setattr(proxy, "write_video", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        proxy.ensure_proxy_data(_cfg(tmp_path / "data"))
+    assert list(tmp_path.iterdir()) == []  # no dataset, no temporary folder
+    monkeypatch.setattr(proxy, "write_video", real_write)
+    assert (proxy.ensure_proxy_data(_cfg(tmp_path / "data")) / "test.csv").is_file()
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("frames", 24, "multiple of 16"), ("size", 20, "at least 32"), ("num_val", 0, "positive"),
+    ("cue_size", 4, "choose 8..32"), ("crf", 60, "0..51")])
+def test_bad_values_are_named(key: str, value: int, words: str) -> None:
+    with pytest.raises(ConfigError, match=rf"data\.proxy\.{key}: {value} .*{words}"):
+        proxy.check_proxy_config(dataclasses.replace(SMALL, **{key: value}))
+
+
+def test_cli_writes_a_dataset(tmp_path: Path) -> None:
+    from nlrepro.cli import main
+
+    rc = main(["make-proxy-data", str(tmp_path / "cli"), "--num-train", "2", "--num-val", "1",
+               "--num-test", "1", "--quiet"])
+    assert rc == 0 and len((tmp_path / "cli" / "train.csv").read_text().splitlines()) == 2
