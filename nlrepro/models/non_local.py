@@ -131,6 +131,12 @@ class NonLocalBlock(nn.Module):
             y = y.reshape(b, t // k, h, w, k, c).permute(0, 5, 1, 4, 2, 3)
         return y.reshape(b, c, t, h, w)
 
+    def pools(self, h: int, w: int) -> bool:
+        """Whether keys are max-pooled (1, 2, 2) on an h×w map.  A map smaller than 2×2 (res5
+        of the proxy network, 1×1) has nothing to pool, so its keys are x itself; the paper's
+        maps (7×7 and up) always pool when ``subsample`` is on."""
+        return self.pool is not None and h >= 2 and w >= 2
+
     def _key_grid(self, u: Tensor, h: int, w: int) -> Tensor:
         """For the time scope, key cell of every query location: (B, c, T, h', w') -> (B, c, T, h, w)."""
         if self.scope != "time" or (u.shape[-2] == h and u.shape[-1] == w):
@@ -145,12 +151,7 @@ class NonLocalBlock(nn.Module):
         if c != self.in_channels:
             raise ValueError(f"NonLocalBlock: input has {c} channels, expected {self.in_channels}")
         k = self._group(t)
-        xp = x
-        if self.pool is not None:
-            if h < 2 or w < 2:
-                raise ValueError(f"NonLocalBlock: subsample pools H, W by 2 but the input is "
-                                 f"{h}×{w}; use subsample=False for such small maps")
-            xp = self.pool(x)
+        xp = self.pool(x) if self.pools(h, w) else x
         q = self.theta(x) if self.theta is not None else x
         key = self.phi(xp) if self.phi is not None else xp
         val = self.g(xp)

@@ -240,9 +240,17 @@ def test_temporal_group_must_divide_t():
         block(torch.randn(1, 8, 4, 4, 4))
 
 
-def test_subsample_needs_two_rows():
-    with pytest.raises(ValueError, match="subsample"):
-        NonLocalBlock(8)(torch.randn(1, 8, 2, 1, 4))
+@pytest.mark.parametrize("instantiation", INSTANTIATIONS)
+def test_subsample_skips_maps_smaller_than_two_by_two(instantiation):
+    """The proxy's res5 is 1×1 (Table 2b's res5 row): nothing to pool, keys are x itself."""
+    torch.manual_seed(0)
+    on = randomised(NonLocalBlock(6, instantiation, subsample=True).double())
+    off = NonLocalBlock(6, instantiation, subsample=False).double()
+    off.load_state_dict(on.state_dict())
+    for shape in [(2, 6, 4, 1, 1), (2, 6, 4, 1, 3)]:
+        x = torch.randn(*shape, dtype=torch.float64)
+        torch.testing.assert_close(on(x), off(x), rtol=0, atol=1e-12)
+    assert not on.pools(1, 1) and on.pools(2, 2) and not off.pools(4, 4)
 
 
 @pytest.mark.parametrize("chunk_elements", [1, 40, 1 << 22])
