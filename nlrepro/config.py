@@ -56,6 +56,10 @@ class NonLocalConfig:
     temporal_groups: dict[str, int] = field(default_factory=dict)
     # False forces the plain N x M reference kernels (benchmarks, debugging).
     fast: bool = True
+    # A narrow network (proxy) may hold fewer residual blocks than a 5/10-block placement
+    # needs; True puts a block after every residual block of such a stage instead of failing
+    # (the table footnote lists where the blocks went).  The paper's networks never need it.
+    fill_small_stages: bool = False
 
 
 @dataclass
@@ -185,6 +189,9 @@ class LauncherConfig:
     """Where a sweep's runs execute: this machine or a SLURM cluster (submitit)."""
 
     name: str = "local"
+    # Local launcher: runs trained side by side in worker processes (1 = in this process).
+    # On a 2-core laptop two single-thread runs (trainer.threads: 1) beat one two-thread run.
+    local_workers: int = 1
     partition: str | None = None
     account: str | None = None
     constraint: str | None = None
@@ -449,7 +456,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("launcher.timeout_min must be >= 1")
     # Placement feasibility needs the network's stage sizes: checked by the model code.
     from nlrepro.models.placement import compile_placement, stage_blocks_of
-    compile_placement(nl.blocks, nl.stages, stage_blocks_of(cfg.model), cfg.model.depth)
+    compile_placement(nl.blocks, nl.stages, stage_blocks_of(cfg.model), cfg.model.depth,
+                      fill=nl.fill_small_stages)
 
 
 def _has_nonlocal(nl: NonLocalConfig) -> bool:
@@ -465,7 +473,8 @@ def identity(cfg: RunConfig) -> dict:
 
     nl = cfg.model.nonlocal_
     placement = compile_placement(nl.blocks, nl.stages, stage_blocks_of(cfg.model),
-                                  cfg.model.depth)
+                                  cfg.model.depth, fill=nl.fill_small_stages)
+    data["model"]["nonlocal"].pop("fill_small_stages", None)  # the placement says it all
     data["model"]["nonlocal"] = ({**data["model"]["nonlocal"], "blocks": placement,
                                   "stages": None} if placement else {"blocks": {}})
     for key in NON_IDENTITY_KEYS:

@@ -87,26 +87,44 @@ def _last_line(text: str) -> str:
 
 
 # ---- local ------------------------------------------------------------------------------
-def launch_local(run_dirs: Sequence[Path]) -> list[RunOutcome]:
-    """Train the runs one after another in this process; a crash does not stop the rest.
-
-    Ctrl-C stops the sweep (it is not recorded as a failed run).
-    """
+def _train_one(run_dir: Path) -> RunOutcome:
     from nlrepro.train import train_run_dir
 
-    progress = _Progress(len(run_dirs), "local")
-    outcomes = []
     try:
-        for run_dir in map(Path, run_dirs):
-            try:
-                train_run_dir(run_dir)
-                outcome = RunOutcome(run_dir, True, None)
-            except Exception:  # noqa: BLE001 - one bad run must not stop the sweep
-                error = _last_line(traceback.format_exc())
-                log.error("run %s failed: %s", run_dir, error)
-                outcome = RunOutcome(run_dir, False, error)
-            outcomes.append(outcome)
-            progress.advance(outcome)
+        train_run_dir(run_dir)
+        return RunOutcome(run_dir, True, None)
+    except Exception:  # noqa: BLE001 - one bad run must not stop the sweep
+        error = _last_line(traceback.format_exc())
+        log.error("run %s failed: %s", run_dir, error)
+        return RunOutcome(run_dir, False, error)
+
+
+def launch_local(run_dirs: Sequence[Path], workers: int = 1) -> list[RunOutcome]:
+    """Train the runs on this machine; a crash does not stop the rest.
+
+    ``workers`` > 1 trains that many runs side by side in spawned processes (each run keeps
+    its own seed, so results do not depend on the pool).  Ctrl-C stops the sweep (it is not
+    recorded as a failed run).
+    """
+    progress = _Progress(len(run_dirs), "local")
+    outcomes: list[RunOutcome] = []
+    try:
+        if workers <= 1:
+            for run_dir in map(Path, run_dirs):
+                outcomes.append(_train_one(run_dir))
+                progress.advance(outcomes[-1])
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+                futures = [pool.submit(_train_one, Path(d)) for d in run_dirs]
+                for future in as_completed(futures):
+                    outcomes.append(future.result())
+                    progress.advance(outcomes[-1])
+            order = {Path(d): i for i, d in enumerate(run_dirs)}
+            outcomes.sort(key=lambda o: order[Path(o.run_dir)])
     finally:
         progress.close()
     return outcomes
@@ -138,6 +156,7 @@ def validate_launcher(launcher: LauncherConfig, runs: Sequence[RunConfig] = ()) 
     """Reject a launcher config SLURM would refuse or misuse, before anything is submitted."""
     for key, minimum in (("timeout_min", 1), ("cpus_per_task", 1), ("gpus_per_node", 0),
                          ("mem_gb", 0), ("array_parallelism", 1), ("signal_delay_s", 0),
+                         ("local_workers", 1),
                          ("max_requeues", 0)):
         _positive(launcher, key, minimum)
     if launcher.signal_delay_s >= launcher.timeout_min * 60:

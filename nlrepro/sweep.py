@@ -233,7 +233,14 @@ def launch(specs: list[RunSpec], launcher: str, results: Path) -> list:
             folder = Path(results) / todo[0].config.profile / todo[0].table / ".submitit"
             outcomes += launchers.launch_slurm(dirs, cfg, folder)
         else:
-            outcomes += launchers.launch_local(dirs)
+            workers = todo[0].config.launcher.local_workers
+            if not isinstance(workers, int) or workers < 1:
+                raise ConfigError(f"launcher.local_workers: {workers!r} must be an integer >= 1")
+            if todo[0].config.data.proxy is not None:
+                # Once, before the pool: parallel runs must not all generate the videos.
+                from nlrepro.data.proxy import ensure_proxy_data
+                ensure_proxy_data(todo[0].config)
+            outcomes += launchers.launch_local(dirs, workers=min(workers, len(dirs)))
     return outcomes
 
 

@@ -166,7 +166,7 @@ def _placements(specs: list[RunSpec]) -> list[str]:
     for s in specs:
         nl = s.config.model.nonlocal_
         placed = compile_placement(nl.blocks, nl.stages, stage_blocks_of(s.config.model),
-                                   s.config.model.depth)
+                                   s.config.model.depth, fill=nl.fill_small_stages)
         pos = [f"{st}.{i}" for st, idx in placed.items() for i in idx]
         if pos:
             out.setdefault(f"{s.label} R{s.depth}", ", ".join(pos))

@@ -44,7 +44,8 @@ def test_impossible_combinations_fail_before_running():
         load_config("proxy", sets=["data.frames=1", "model.nonlocal.blocks=1",
                                    "model.nonlocal.scope=time"])
     with pytest.raises(ValueError, match="10"):
-        load_config("proxy", sets=["model.stage_blocks=[1,2,3,1]", "model.nonlocal.blocks=10"])
+        load_config("proxy", sets=["model.stage_blocks=[1,2,3,1]", "model.nonlocal.blocks=10",
+                                   "model.nonlocal.fill_small_stages=false"])
     with pytest.raises(ConfigError, match="unknown profile 'laptop'"):
         load_config("laptop")
 

@@ -45,6 +45,21 @@ def test_local_launcher_reports_a_crash_and_runs_the_rest(tmp_path, capsys):
     assert [o.ok for o in again] == [True, False]
 
 
+@pytest.mark.slow
+def test_local_pool_trains_side_by_side_to_the_same_results(tmp_path):
+    """Two worker processes give the runs exactly what one process gives them."""
+    sets = [*TINY, f"data.root={tmp_path / 'proxy'}", "trainer.deterministic=true"]
+    dirs = {w: [prepare_run_dir(load_config("proxy", sets=[*sets, f"seed={s}"]),
+                                tmp_path / f"w{w}" / f"s{s}") for s in (0, 1)] for w in (1, 2)}
+    for workers, runs in dirs.items():
+        outcomes = launch_local(runs, workers=workers)
+        assert [o.run_dir for o in outcomes] == runs and all(o.ok for o in outcomes)
+    for one, two in zip(dirs[1], dirs[2]):
+        a, b = (json.loads((d / "summary.json").read_text())["metrics"] for d in (one, two))
+        assert a["test/top1_video"] == b["test/top1_video"]
+        assert a["val/loss"] == pytest.approx(b["val/loss"], abs=1e-6)
+
+
 @pytest.mark.parametrize("key, value, message", [
     ("timeout_min", 0, "launcher.timeout_min: 0 must be an integer >= 1"),
     ("cpus_per_task", 0, "launcher.cpus_per_task: 0 must be an integer >= 1"),

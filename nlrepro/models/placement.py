@@ -60,12 +60,13 @@ def spread(k: int, n: int) -> list[int]:
 
 def compile_placement(blocks: int | dict[str, Sequence[int]] | Sequence[Sequence[int]],
                       stages: Sequence[str] | None, stage_blocks: dict[str, int],
-                      depth: int) -> Placement:
+                      depth: int, fill: bool = False) -> Placement:
     """``(blocks, stages)`` -> ``{"res3": [1, 3], ...}`` for a network with ``stage_blocks``.
 
     ``blocks`` is 0, 1, 5, 10, an explicit ``{stage: [indices]}`` mapping, or a PySlowFast
     style list of 4 index lists (res2..res5).  ``depth`` only names the network in errors:
-    the stage sizes decide.  Raises ``ConfigError`` (a ``ValueError``) naming the bad value
+    the stage sizes decide.  ``fill`` lets a 5/10-block count take every residual block of a
+    stage too small for it (narrow proxy networks).  Raises ``ConfigError`` (a ``ValueError``) naming the bad value
     and the valid ones.
     """
     name = f"R{depth} with stage blocks {[stage_blocks[s] for s in STAGES]}"
@@ -73,7 +74,7 @@ def compile_placement(blocks: int | dict[str, Sequence[int]] | Sequence[Sequence
         raise ConfigError(f"model.nonlocal.blocks: {blocks!r} is not valid; choose one of "
                          f"{list(VALID_COUNTS)} or explicit indices per stage")
     if isinstance(blocks, int):
-        return _from_count(blocks, stages, stage_blocks, name)
+        return _from_count(blocks, stages, stage_blocks, name, fill)
     if isinstance(blocks, dict):
         return _explicit(dict(blocks), stage_blocks, name)
     if isinstance(blocks, (list, tuple)) and len(blocks) == len(STAGES):
@@ -83,7 +84,7 @@ def compile_placement(blocks: int | dict[str, Sequence[int]] | Sequence[Sequence
 
 
 def _from_count(count: int, stages: Sequence[str] | None, stage_blocks: dict[str, int],
-                name: str) -> Placement:
+                name: str, fill: bool = False) -> Placement:
     if count == 0:
         return {}
     if count == 1:
@@ -101,11 +102,14 @@ def _from_count(count: int, stages: Sequence[str] | None, stage_blocks: dict[str
     out: Placement = {}
     for stage, k in per_stage.items():
         n = stage_blocks[stage]
+        if n < k and fill:
+            k = n
         if n < k:
             need = ", ".join(f"{s} >= {c}" for s, c in per_stage.items())
             raise ConfigError(f"model.nonlocal.blocks: {count} does not fit {name}: {stage} "
                              f"holds {n} residual blocks, {k} NL blocks needed ({need}); "
-                             f"valid block counts here: {_fitting_counts(stage_blocks)}")
+                             f"valid block counts here: {_fitting_counts(stage_blocks)} "
+                             "(or set model.nonlocal.fill_small_stages: true)")
         out[stage] = spread(k, n)
     return out
 

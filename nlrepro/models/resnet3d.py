@@ -245,7 +245,8 @@ def build_model(model_cfg: Any, frames: int | None = None, crop: int | None = No
     """
     nl = model_cfg.nonlocal_
     sizes = stage_blocks_of(model_cfg)
-    placement = compile_placement(nl.blocks, nl.stages, sizes, model_cfg.depth)
+    placement = compile_placement(nl.blocks, nl.stages, sizes, model_cfg.depth,
+                                  fill=nl.fill_small_stages)
     if frames is not None:
         t = temporal_sizes(frames, model_cfg.stem_temporal_stride, model_cfg.stem_pool,
                             model_cfg.pool2)

@@ -76,6 +76,17 @@ def test_narrow_stages():
         compile_placement(5, None, {**PROXY, "res4": 2}, 50)
 
 
+def test_fill_small_stages_takes_every_block_of_a_small_stage():
+    """The proxy's opt-in: 10 blocks on (1,2,3,1) = every res3 + res4 block, as 5 is."""
+    every = {"res3": [0, 1], "res4": [0, 1, 2]}
+    assert compile_placement(10, None, PROXY, 50, fill=True) == every
+    assert compile_placement(5, None, PROXY, 50, fill=True) == every
+    # Large enough stages are unaffected.
+    assert compile_placement(10, None, R50, 50, fill=True) == compile_placement(10, None, R50, 50)
+    assert compile_placement(10, None, {**PROXY, "res3": 3, "res4": 3}, 50, fill=True) == \
+        {"res3": [0, 1, 2], "res4": [0, 1, 2]}
+
+
 def test_explicit_placements_taken_as_is():
     given = {"res4": [5, 1, 3], "res3": [3, 1]}
     assert compile_placement(given, None, R50, 50) == {"res3": [1, 3], "res4": [1, 3, 5]}
