@@ -158,3 +158,33 @@ def test_cli_writes_a_dataset(tmp_path: Path) -> None:
     rc = main(["make-proxy-data", str(tmp_path / "cli"), "--num-train", "2", "--num-val", "1",
                "--num-test", "1", "--quiet"])
     assert rc == 0 and len((tmp_path / "cli" / "train.csv").read_text().splitlines()) == 2
+
+
+def test_curriculum_clips_are_training_clips_only(tmp_path: Path) -> None:
+    """persist_cue keeps the cue to the last frame in that fraction of *training* clips only;
+    val/test clips never show cue and probe together (the additive limit holds there)."""
+    p = dataclasses.replace(SMALL, persist_cue=0.5)
+    chosen = [proxy.persists(i, p.persist_cue) for i in range(1000)]
+    assert abs(sum(chosen) / 1000 - 0.5) < 0.01
+    assert abs(sum(chosen[:40]) / 40 - 0.5) <= 0.05  # any prefix holds the fraction
+    for i in range(12):
+        frames, info = proxy.render_clip(proxy.clip_rng(0, "train", i), p,
+                                         persist_cue=proxy.persists(i, p.persist_cue))
+        assert info.cue_frames[1] == (16 if proxy.persists(i, p.persist_cue) else
+                                      info.cue_frames[0] + proxy.CUE_LENGTH)
+        # Same rng draws either way: only the cue's duration differs.
+        plain, plain_info = proxy.render_clip(proxy.clip_rng(0, "train", i), p)
+        assert plain_info.label == info.label and plain_info.cue_box == info.cue_box
+    small = dataclasses.replace(p, num_train=4, num_val=4, num_test=4)
+    root = proxy.make_proxy_data(tmp_path / "p", small, progress=False, workers=1)
+    keys = proxy.KEY_PALETTE.astype(np.int32)
+    for split in ("train", "val", "test"):
+        for i, line in enumerate((root / f"{split}.csv").read_text().split()[::2]):
+            _, info = proxy.render_clip(proxy.clip_rng(small.seed, split, i), small)
+            cy, cx, side = info.cue_box
+            last = _decode(root / line)[-1, cy:cy + side, cx:cx + side].astype(np.int32)
+            cue_px = (np.abs(last - keys[info.cue_colour]).sum(-1) < 90).mean()
+            persisted = split == "train" and proxy.persists(i, small.persist_cue)
+            assert (cue_px > 0.5) == persisted, (split, i, cue_px)
+    with pytest.raises(ConfigError, match=r"data\.proxy\.persist_cue: 1\.0"):
+        proxy.check_proxy_config(dataclasses.replace(SMALL, persist_cue=1.0))
