@@ -11,27 +11,28 @@ Proxy case: ``VideoDataset`` training items of a 16-frame 32×32 clip, decoded o
 access vs decoded once and cached (``data.cache_decoded``).
 
 Writes results/bench/loader.csv and results/bench/loader.md.
-Run: ``.venv/bin/python benchmarks/bench_loader.py`` (NLREPRO_BENCH_MODE=quick: fewer runs).
+Run: ``.venv/bin/python benchmarks/bench_loader.py`` (NLREPRO_BENCH_MODE=quick|full:
+fewer / more clips and passes).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
 
-import av
-import numpy as np
-import pandas as pd
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import interleaved, load, machine, median, set_threads, write_results  # noqa: E402
+# common first: it sets OMP_WAIT_POLICY before torch is imported.
+from common import (bench_mode, interleaved, load, machine, median, set_threads,  # noqa: E402
+                    write_results)
+import av  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
 
 from nlrepro.config import DataConfig  # noqa: E402
 from nlrepro.data.annotations import VideoRecord  # noqa: E402
@@ -40,9 +41,10 @@ from nlrepro.data.video import VideoDataset, open_video, read_frames, train_indi
 
 WIDTH, HEIGHT, FPS, SECONDS = 340, 256, 30, 10
 FRAMES, STRIDE = 32, 2
-QUICK = os.environ.get("NLREPRO_BENCH_MODE") == "quick"
-REPEATS = 3 if QUICK else 10
-CLIPS = 4 if QUICK else 8
+MODE = bench_mode()
+# passes over the clips (≥ 5: every median is of ≥ 5 runs) and random clips per pass
+REPEATS = {"quick": 5, "default": 5, "full": 10}[MODE]
+CLIPS = {"quick": 2, "default": 4, "full": 8}[MODE]
 KINETICS = "kinetics 340x256 -> 32x224^2"
 PROXY = "proxy 32x32x16 dataset item"
 
@@ -168,7 +170,7 @@ def main() -> None:
         rows += proxy_case(Path(tmp))
     df = pd.DataFrame(rows)
     by = {(r["case"], r["variant"]): r["clips_per_s"] for r in rows}
-    md = [f"# Clip loading, one worker ({machine()}; load {load()})", "",
+    md = [f"# Clip loading, one worker ({machine()}; mode {MODE}; load {load()})", "",
           f"Kinetics case: {CLIPS} random clips × {REPEATS} passes, each clip timed with every "
           "variant back to back (order alternating), so load from other processes hits a pair "
           "alike; absolute numbers move with the load, the paired ratios much less. Video: "

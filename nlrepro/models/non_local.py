@@ -226,13 +226,14 @@ class NonLocalBlock(nn.Module):
 def _softmax_attention(q: Tensor, key: Tensor, val: Tensor, scale: float) -> Tensor:
     """softmax(s·qkᵀ)v without keeping the n × m matrix (exact: the same softmax, blockwise).
 
-    Equal head dims (embedded gaussian): fused SDPA on 4-D tensors (3-D would take CPU's
-    materialising math path).  Unequal dims (gaussian: q, k have C channels, v C/2): CPU SDPA
+    Equal head dims (embedded gaussian): fused SDPA on contiguous 4-D tensors (3-D inputs, or
+    the strided views ``_sets`` returns, take CPU's materialising math path: measured 1.00× the
+    reference's memory strided, 0.33× contiguous; benchmarks/bench_nonlocal.py).  Unequal dims (gaussian: q, k have C channels, v C/2): CPU SDPA
     silently materialises, so query chunks with a hand-written backward do it instead.
     """
     if q.shape[-1] == val.shape[-1]:
-        return F.scaled_dot_product_attention(q[:, None], key[:, None], val[:, None],
-                                              scale=scale)[:, 0]
+        q, key, val = (t.contiguous()[:, None] for t in (q, key, val))
+        return F.scaled_dot_product_attention(q, key, val, scale=scale)[:, 0]
     # The hand-written backward runs outside autocast: give the Function one dtype up front.
     dev = q.device.type
     dtype = (torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev)
@@ -249,8 +250,8 @@ def _softmax_attention_padded(q: Tensor, key: Tensor, val: Tensor, scale: float)
     """
     dv = val.shape[-1]
     val = F.pad(val, (0, q.shape[-1] - dv))
-    return F.scaled_dot_product_attention(q[:, None], key[:, None], val[:, None],
-                                          scale=scale)[:, 0, :, :dv]
+    q, key, val = (t.contiguous()[:, None] for t in (q, key, val))
+    return F.scaled_dot_product_attention(q, key, val, scale=scale)[:, 0, :, :dv]
 
 
 _CHUNK_ELEMENTS = 1 << 22  # ~16 MB of fp32 affinity per query chunk
