@@ -173,6 +173,16 @@ class VideoClassifier(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ---- exact resume: the RNG streams are part of the state ---------------------------
+    def on_train_epoch_start(self) -> None:
+        """Re-seed every RNG from (seed, epoch): an epoch's augmentation and worker seeds
+        then depend on nothing before it, so a run resumed from an epoch-end checkpoint
+        replays exactly what the uninterrupted run did (Lightning itself draws from the
+        global RNG between a checkpoint and the next epoch, differently on a resume)."""
+        ss = np.random.SeedSequence([self.cfg.seed, self.current_epoch, self.global_rank])
+        torch.manual_seed(int(ss.generate_state(1, np.uint64)[0] >> 1))
+        np.random.seed(ss.generate_state(4))
+        random.seed(int(ss.generate_state(1)[0]))
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rng"] = {
             "torch": torch.get_rng_state(),

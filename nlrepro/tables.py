@@ -64,6 +64,16 @@ def _row_keys(grid: dict, specs: list[RunSpec]) -> list[tuple[str, int, bool]]:
     return keys
 
 
+def _current(rows: pd.DataFrame, specs: list[RunSpec]) -> pd.DataFrame:
+    """The runs of today's grid when the results hold any: after a profile change, runs of
+    the old config (other run ids, same row labels) must not be averaged in.  Rows with no
+    run of today's config (e.g. results copied from elsewhere) are taken by their labels."""
+    if "run_id" not in rows or rows.empty:
+        return rows
+    mine = rows[rows["run_id"].isin({s.run_id for s in specs})]
+    return mine if not mine.empty else rows
+
+
 def build_table(grid: dict, runs: pd.DataFrame, paper: pd.DataFrame,
                 specs: list[RunSpec]) -> pd.DataFrame:
     """One row per paper row: paper numbers, ours (mean, std, n), deltas to the baseline."""
@@ -75,7 +85,7 @@ def build_table(grid: dict, runs: pd.DataFrame, paper: pd.DataFrame,
         p = paper[(paper["row"] == label) & (paper["depth"] == depth)]
         if p.empty:
             raise ConfigError(f"table {table}: row {label!r} (R{depth}) is not in {PAPER_CSV.name}")
-        r = runs[(runs["row"] == label) & (runs["depth"] == depth)]
+        r = _current(runs[(runs["row"] == label) & (runs["depth"] == depth)], specs)
         m1, s1, n = _mean_std(r["top1_video"])
         m5, s5, _ = _mean_std(r["top5_video"])
         expected = sum(1 for s in specs if s.depth == depth and label in s.labels)

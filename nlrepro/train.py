@@ -105,8 +105,11 @@ def _callbacks(cfg: RunConfig, run_dir: Path) -> list:
 
     from nlrepro.progress import progress_callback
 
+    # save_top_k=1 without a monitor keeps the newest epoch's file; Lightning 2.6 writes
+    # last.ckpt only in a step that also saved a top-k checkpoint, so save_top_k=0 would leave
+    # no last.ckpt until training ends and a killed run would start over.
     ckpt = ModelCheckpoint(dirpath=run_dir / CKPT_DIR, filename="epoch{epoch:03d}",
-                           auto_insert_metric_name=False, save_last=True, save_top_k=0,
+                           auto_insert_metric_name=False, save_last=True, save_top_k=1,
                            every_n_epochs=1, save_on_train_epoch_end=False)
     return [ckpt, LearningRateMonitor(logging_interval="epoch"), progress_callback()]
 

@@ -36,6 +36,21 @@ def test_build_table_statistics_and_deltas(specs):
     assert pd.isna(df.loc["concatenation", "top1_mean"])
 
 
+def test_runs_of_an_older_config_are_not_averaged_in(specs):
+    """After a profile change both configs' runs carry the same labels: only today's count."""
+    grid = load_grid(grid_path("2a"))
+    today = {s.seed: s.run_id for s in specs if s.labels[0] == "C2D baseline"}
+    old = _runs({"C2D baseline": [10.0, 10.0, 10.0]}).assign(run_id="0ld0ld0ld0ld")
+    new = _runs({"C2D baseline": [40.0, 50.0]})
+    new["run_id"] = [today[seed] for seed in new["seed"]]
+    df = build_table(grid, pd.concat([old, new]), load_paper(), specs).set_index("row")
+    assert df.loc["C2D baseline", "n"] == 2
+    assert df.loc["C2D baseline", "top1_mean"] == pytest.approx(45.0)
+    # Only results of other configs (copied fixtures): taken by their labels.
+    df = build_table(grid, old, load_paper(), specs).set_index("row")
+    assert df.loc["C2D baseline", "n"] == 3
+
+
 def test_missing_rows_render_as_dash_not_zero(specs):
     grid = load_grid(grid_path("2a"))
     df = build_table(grid, _runs({"C2D baseline": [50.0]}), load_paper(), specs)
