@@ -483,11 +483,7 @@ def proxy_truth(path: Path) -> dict[str, list[Region]] | None:
     if record.get("generator_version") != proxy.GENERATOR_VERSION:
         return None
     cfg = ProxyConfig(**record["proxy"])
-    # As ``proxy._make_one`` draws it: some training clips keep the cue to the end (curriculum).
-    extra = {}
-    if split == "train" and hasattr(proxy, "persists"):
-        extra["persist_cue"] = proxy.persists(int(index), getattr(cfg, "persist_cue", 0.0))
-    frames, info = proxy.render_clip(proxy.clip_rng(cfg.seed, split, int(index)), cfg, **extra)
+    frames, info = proxy.render_indexed(cfg, split, int(index))  # as the writer drew it
     (c0, c1), (cy, cx, side) = info.cue_frames, info.cue_box
     palette = np.concatenate([np.asarray(v, np.uint8).reshape(-1, 3)
                               for k, v in sorted(vars(proxy).items())

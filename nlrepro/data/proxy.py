@@ -166,6 +166,13 @@ def persists(index: int, fraction: float) -> bool:
     return (index * GOLDEN) % 1.0 < fraction
 
 
+def render_indexed(p: ProxyConfig, split: str, index: int) -> tuple[np.ndarray, ClipInfo]:
+    """Clip ``index`` of ``split`` exactly as the dataset holds it (curriculum included), for
+    the writer and for anything that needs the ground truth of a stored video."""
+    return render_clip(clip_rng(p.seed, split, index), p,
+                       persist_cue=split == "train" and persists(index, p.persist_cue))
+
+
 def _split_sizes(p: ProxyConfig) -> dict[str, int]:
     return {"train": p.num_train, "val": p.num_val, "test": p.num_test}
 
@@ -177,8 +184,7 @@ def _relpath(split: str, index: int, label: int) -> str:
 def _make_one(job: tuple[str, str, int, dict]) -> str:
     root, split, index, values = job
     p = ProxyConfig(**values)
-    frames, info = render_clip(clip_rng(p.seed, split, index), p,
-                               persist_cue=split == "train" and persists(index, p.persist_cue))
+    frames, info = render_indexed(p, split, index)
     rel = _relpath(split, index, info.label)
     path = Path(root) / rel
     path.parent.mkdir(parents=True, exist_ok=True)
