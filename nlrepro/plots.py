@@ -14,7 +14,21 @@ import seaborn as sns  # noqa: E402
 
 def plot_table(df: pd.DataFrame, grid: dict, title: str, path: Path) -> Path:
     """Left: our top-1 per row (mean ± std, seeds as dots). Right: Δ to the baseline,
-    ours beside the paper's — a line across the axis for the stage/blocks tables."""
+    ours beside the paper's — a line across the axis for the stage/blocks tables.
+
+    The same results give the same PNG: seaborn's jitter draws from numpy's global RNG, so
+    it is seeded here (and the caller's state put back)."""
+    import numpy as np
+
+    state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        return _plot_table(df, grid, title, path)
+    finally:
+        np.random.set_state(state)
+
+
+def _plot_table(df: pd.DataFrame, grid: dict, title: str, path: Path) -> Path:
     sns.set_theme(style="whitegrid", context="paper")
     df = df.copy()
     df["label"] = [f"{r} (R{d})" if df["depth"].nunique() > 1 else r

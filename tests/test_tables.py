@@ -60,3 +60,20 @@ def test_missing_rows_render_as_dash_not_zero(specs):
     assert shown.loc["Gaussian", "paper top-1"] == "72.5"
     md = to_markdown("T", shown.reset_index(), ["note"])
     assert "0.0" not in md.split("concatenation")[1].split("\n")[0]
+
+
+def test_plots_are_deterministic(tmp_path):
+    """Same results, same PNG bytes (seaborn's jitter is random unless seeded)."""
+    from pathlib import Path
+
+    from nlrepro.collect import collect
+    from nlrepro.tables import render
+
+    fixtures = Path(__file__).parent / "fixtures" / "results"
+    results = tmp_path / "results"
+    import shutil
+    shutil.copytree(fixtures, results)
+    collect(results, "proxy").to_csv(results / "proxy" / "runs.csv", index=False)
+    a = render("2a", "proxy", results, tmp_path / "a")["png"].read_bytes()
+    b = render("2a", "proxy", results, tmp_path / "b")["png"].read_bytes()
+    assert a[:8] == b"\x89PNG\r\n\x1a\n" and a == b
