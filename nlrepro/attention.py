@@ -107,7 +107,7 @@ def grids_for(block: nn.Module, x_shape: Sequence[int], clip_shape: Sequence[int
     F_, Sh, Sw = clip_shape[2:]
     cell = (F_ / T, Sh / H, Sw / W)
     query = Grid((T, H, W), cell)
-    if block.pools(H, W) if hasattr(block, "pools") else getattr(block, "subsample", False):
+    if block.pools(H, W):
         key = Grid((T, H // 2, W // 2), (cell[0], 2 * cell[1], 2 * cell[2]))
     else:
         key = Grid((T, H, W), cell)

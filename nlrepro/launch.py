@@ -152,11 +152,15 @@ def _positive(launcher: LauncherConfig, key: str, minimum: int) -> None:
         raise ConfigError(f"launcher.{key}: {value!r} must be an integer >= {minimum}")
 
 
+def validate_local(launcher: LauncherConfig) -> None:
+    """The local launcher's one setting, checked like the SLURM ones."""
+    _positive(launcher, "local_workers", 1)
+
+
 def validate_launcher(launcher: LauncherConfig, runs: Sequence[RunConfig] = ()) -> None:
     """Reject a launcher config SLURM would refuse or misuse, before anything is submitted."""
     for key, minimum in (("timeout_min", 1), ("cpus_per_task", 1), ("gpus_per_node", 0),
                          ("mem_gb", 0), ("array_parallelism", 1), ("signal_delay_s", 0),
-                         ("local_workers", 1),
                          ("max_requeues", 0)):
         _positive(launcher, key, minimum)
     if launcher.signal_delay_s >= launcher.timeout_min * 60:

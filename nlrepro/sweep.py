@@ -220,6 +220,9 @@ def launch(specs: list[RunSpec], launcher: str, results: Path) -> list:
     from nlrepro import launch as launchers
 
     outcomes = []
+    if launcher != "slurm":
+        for s in specs:  # before any run starts, parents included
+            launchers.validate_local(s.config.launcher)
     parents = {s.depends_on.run_dir: s.depends_on for s in specs if s.depends_on}
     for phase in (list(parents.values()), specs):
         todo = [s for s in phase if not reuse_done_twin(s, results)]
@@ -234,8 +237,6 @@ def launch(specs: list[RunSpec], launcher: str, results: Path) -> list:
             outcomes += launchers.launch_slurm(dirs, cfg, folder)
         else:
             workers = todo[0].config.launcher.local_workers
-            if not isinstance(workers, int) or workers < 1:
-                raise ConfigError(f"launcher.local_workers: {workers!r} must be an integer >= 1")
             if todo[0].config.data.proxy is not None:
                 # Once, before the pool: parallel runs must not all generate the videos.
                 from nlrepro.data.proxy import ensure_proxy_data

@@ -126,6 +126,16 @@ def _plugins() -> list:
     return plugins
 
 
+def _logged(run_dir: Path) -> Any:
+    """history.csv (attempts before a resume) + metrics.csv (this attempt) as one frame,
+    or None when neither holds anything yet."""
+    import pandas as pd
+
+    parts = [pd.read_csv(p) for p in (run_dir / "history.csv", run_dir / "metrics.csv")
+             if p.is_file() and p.stat().st_size > 0]
+    return pd.concat(parts, ignore_index=True) if parts else None
+
+
 def _trim_history(run_dir: Path, last_ckpt: Path) -> None:
     """Before a resume: keep the CSV rows up to the checkpoint's epoch in history.csv.
 
@@ -133,46 +143,34 @@ def _trim_history(run_dir: Path, last_ckpt: Path) -> None:
     checkpoint (the epoch that was cut short) are dropped, so the final history
     equals an uninterrupted run's.
     """
-    import pandas as pd
     import torch
 
     current = run_dir / "metrics.csv"
     if not current.is_file():
         return
     epoch = torch.load(last_ckpt, map_location="cpu", weights_only=True)["epoch"]
-    parts = [pd.read_csv(p) for p in (run_dir / "history.csv", current) if p.is_file()]
-    df = pd.concat(parts, ignore_index=True)
-    if "epoch" in df:
+    df = _logged(run_dir)
+    if df is not None and "epoch" in df:
         df = df[df["epoch"].isna() | (df["epoch"] <= epoch)]
-    atomic_write_text(run_dir / "history.csv", df.to_csv(index=False))
+    if df is not None:
+        atomic_write_text(run_dir / "history.csv", df.to_csv(index=False))
     current.unlink()
 
 
 def _finish_history(run_dir: Path) -> None:
-    import pandas as pd
-
     hist = run_dir / "history.csv"
     if hist.is_file():
-        parts = [pd.read_csv(p) for p in (hist, run_dir / "metrics.csv") if p.is_file()]
-        atomic_write_text(run_dir / "metrics.csv",
-                          pd.concat(parts, ignore_index=True).to_csv(index=False))
+        atomic_write_text(run_dir / "metrics.csv", _logged(run_dir).to_csv(index=False))
         hist.unlink()
 
 
 def _last_logged(run_dir: Path) -> dict[str, float]:
     """The last logged value of every train/val metric in history.csv + metrics.csv."""
-    import pandas as pd
-
-    parts = [pd.read_csv(p) for p in (run_dir / "history.csv", run_dir / "metrics.csv")
-             if p.is_file() and p.stat().st_size > 0]
-    if not parts:
+    df = _logged(run_dir)
+    if df is None:
         return {}
-    df = pd.concat(parts, ignore_index=True)
-    out = {}
-    for col in df.columns:
-        if col.startswith(("train/", "val/")) and df[col].notna().any():
-            out[col] = float(df[col].dropna().iloc[-1])
-    return out
+    return {col: float(df[col].dropna().iloc[-1]) for col in df.columns
+            if col.startswith(("train/", "val/")) and df[col].notna().any()}
 
 
 def _peak_memory_mb() -> dict[str, float]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from nlrepro.config import ConfigError, LauncherConfig, load_config
-from nlrepro.launch import launch_local, validate_launcher
+from nlrepro.launch import launch_local, validate_launcher, validate_local
 from nlrepro.train import prepare_run_dir
 
 TINY = ["data.proxy.num_train=32", "data.proxy.num_val=16", "data.proxy.num_test=16",
@@ -88,3 +88,10 @@ def test_slurm_without_sbatch_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ConfigError, match="needs SLURM's sbatch.*valid here: 'local'"):
         validate_launcher(SLURM)
+
+
+@pytest.mark.parametrize("value", [0, -2, "two"])
+def test_bad_local_workers_are_named(value):
+    with pytest.raises(ConfigError, match=rf"launcher\.local_workers: {value!r} must be an "
+                                          r"integer >= 1"):
+        validate_local(LauncherConfig(local_workers=value))
