@@ -172,7 +172,7 @@ class VideoClassifier(L.LightningModule):
             opt, lambda s: lr_factor(s, total, warmup, o.schedule, o.milestones, o.gamma))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    # ---- exact resume: the RNG streams are part of the state ---------------------------
+    # ---- exact resume: each epoch's randomness derives from (seed, epoch, rank) ---------
     def on_train_epoch_start(self) -> None:
         """Re-seed every RNG from (seed, epoch): an epoch's augmentation and worker seeds
         then depend on nothing before it, so a run resumed from an epoch-end checkpoint
@@ -183,38 +183,10 @@ class VideoClassifier(L.LightningModule):
         np.random.seed(ss.generate_state(4))
         random.seed(int(ss.generate_state(1)[0]))
 
+    # Checkpoints are taken at epoch ends only (train.py), and the next epoch re-seeds, so
+    # no RNG state needs to travel in them.
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["rng"] = {
-            "torch": torch.get_rng_state(),
-            "numpy": _numpy_state_to_data(np.random.get_state()),
-            "python": _python_state_to_data(random.getstate()),
-        }
         checkpoint["train_retries"] = self.train_retries
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        rng = checkpoint.get("rng")
-        if rng:
-            torch.set_rng_state(rng["torch"])
-            np.random.set_state(_numpy_state_from_data(rng["numpy"]))
-            random.setstate(_python_state_from_data(rng["python"]))
         self.train_retries = int(checkpoint.get("train_retries", 0))
-
-
-# RNG states as tensors/lists only, so checkpoints stay loadable with weights_only=True.
-def _numpy_state_to_data(state: tuple) -> dict:
-    return {"keys": torch.from_numpy(state[1].astype(np.int64)), "pos": int(state[2]),
-            "has_gauss": int(state[3]), "gauss": float(state[4])}
-
-
-def _numpy_state_from_data(data: dict) -> tuple:
-    return ("MT19937", data["keys"].numpy().astype(np.uint32), data["pos"],
-            data["has_gauss"], data["gauss"])
-
-
-def _python_state_to_data(state: tuple) -> dict:
-    return {"version": state[0], "internal": torch.tensor(state[1], dtype=torch.int64),
-            "gauss": state[2]}
-
-
-def _python_state_from_data(data: dict) -> tuple:
-    return (data["version"], tuple(int(v) for v in data["internal"].tolist()), data["gauss"])
