@@ -60,6 +60,10 @@ class NonLocalConfig:
     # needs; True puts a block after every residual block of such a stage instead of failing
     # (the table footnote lists where the blocks went).  The paper's networks never need it.
     fill_small_stages: bool = False
+    # Initial γ of the BN after W_z (VNL NONLOCAL.BN_INIT_GAMMA).  0 = the paper: a new block
+    # is the identity.  The proxy uses 1: with γ = 0, W_z gets no gradient until γ has grown,
+    # and on the small task that start took thousands of steps (docs/PROXY.md).
+    bn_init_gamma: float = 0.0
 
 
 @dataclass
@@ -81,7 +85,9 @@ class ModelConfig:
     # Temporal max-pool after res2 (paper: after res2; VNL: kernel 2).
     pool2: bool = True
     dropout: float = 0.5
-    # None, "imagenet" (torchvision weights) or a path to a 2D ResNet state dict.
+    # None, "imagenet" (torchvision weights), "proxy-frames" (the proxy's stand-in for ImageNet:
+    # the same 2D network trained once on single proxy frames, nlrepro.pretrain) or a path to
+    # a 2D ResNet state dict.
     pretrained: str | None = None
     # Replace BN by frozen affine layers (128-frame fine-tuning, Table 2g).
     frozen_bn: bool = False
@@ -95,7 +101,7 @@ class ProxyConfig:
     num_train: int = 2000
     num_val: int = 500
     num_test: int = 500
-    frames: int = 16
+    frames: int = 8
     size: int = 32
     seed: int = 0
     # Side of the cue square (pixels), pixel noise std, moving distractor squares,
@@ -107,6 +113,9 @@ class ProxyConfig:
     # Curriculum: this fraction of *training* clips keeps the cue on screen to the end, so cue
     # and probe share frames there; validation and test clips never do (docs/PROXY.md).
     persist_cue: float = 0.0
+    # Frame pre-training (model.pretrained: proxy-frames): images and epochs of the 2D task.
+    pretrain_images: int = 3000
+    pretrain_epochs: int = 10
 
 
 @dataclass
@@ -454,6 +463,9 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"optim.milestones: {m} must be a fraction in (0, 1)")
     if cfg.launcher.name == "slurm" and cfg.launcher.timeout_min < 1:
         raise ConfigError("launcher.timeout_min must be >= 1")
+    if cfg.model.pretrained == "proxy-frames" and d.proxy is None:
+        raise ConfigError("model.pretrained: 'proxy-frames' needs the proxy data (data.proxy); "
+                          "valid for other data: null, 'imagenet' or a 2D state-dict file")
     # Placement feasibility needs the network's stage sizes: checked by the model code.
     from nlrepro.models.placement import compile_placement, stage_blocks_of
     compile_placement(nl.blocks, nl.stages, stage_blocks_of(cfg.model), cfg.model.depth,
@@ -477,6 +489,11 @@ def identity(cfg: RunConfig) -> dict:
     data["model"]["nonlocal"].pop("fill_small_stages", None)  # the placement says it all
     data["model"]["nonlocal"] = ({**data["model"]["nonlocal"], "blocks": placement,
                                   "stages": None} if placement else {"blocks": {}})
+    if cfg.model.pretrained == "proxy-frames":
+        # The run depends on the frame pre-trained weights: hash what they depend on.
+        from nlrepro.pretrain import identity as frames_identity
+
+        data["model"]["pretrained"] = {"proxy-frames": frames_identity(cfg)}
     for key in NON_IDENTITY_KEYS:
         parts = key.split(".")
         node = data

@@ -67,7 +67,12 @@ class VideoClassifier(L.LightningModule):
         self.save_hyperparameters({"config": config})
         self.cfg: RunConfig = from_dict(config)
         # No ImageNet weights when a checkpoint will overwrite them (resume, init_from).
-        self.model = build_model(self.cfg.model, frames=self.cfg.data.frames,
+        model_cfg = self.cfg.model
+        if load_pretrained:
+            from nlrepro.pretrain import resolve
+
+            model_cfg = resolve(self.cfg)  # proxy-frames -> its cached (or new) weights file
+        self.model = build_model(model_cfg, frames=self.cfg.data.frames,
                                  crop=self.cfg.data.crop, load_pretrained=load_pretrained)
         if self.cfg.trainer.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)

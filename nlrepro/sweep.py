@@ -240,7 +240,9 @@ def launch(specs: list[RunSpec], launcher: str, results: Path) -> list:
             if todo[0].config.data.proxy is not None:
                 # Once, before the pool: parallel runs must not all generate the videos.
                 from nlrepro.data.proxy import ensure_proxy_data
+                from nlrepro.pretrain import ensure_all
                 ensure_proxy_data(todo[0].config)
+                ensure_all(s.config for s in todo)
             outcomes += launchers.launch_local(dirs, workers=min(workers, len(dirs)))
     return outcomes
 

@@ -449,7 +449,8 @@ def test_figure_png_is_deterministic_and_pdf_works(run, capsys):
     assert report["block"] == block and len(report["queries"]) == 2
     assert "probe_to_cue" not in report  # not a proxy video: no ground truth to measure
     top = list(report["queries"][0]["top5 (key t,y,x: weight)"].values())
-    assert len(top) == 5 and top == sorted(top, reverse=True)
+    # --top 5, but the res4 block has only 4 keys (4 time steps × one pooled 1×1 cell).
+    assert len(top) == 4 and top == sorted(top, reverse=True)
     # The default output goes into the run folder.
     assert _attention(run) == 0
     assert json.loads(capsys.readouterr().out)["out"] == str(
@@ -462,13 +463,13 @@ def test_drawing_has_one_arrow_per_key_with_alpha_by_weight(run):
     clip = A.load_clip(model.cfg, run["video"])
     att = A.capture(model, clip.tensor)
     queries = A.auto_queries(att, 2)
-    fig = A.draw(clip.frames, att, queries, top=6)
+    fig = A.draw(clip.frames, att, queries, top=3)
     arrows = [a for a in fig.artists if (a.get_gid() or "").startswith("arrow")]
-    assert len(arrows) == 12
+    assert len(arrows) == 6
     for q in queries:
         mine = [a for a in arrows if a.get_gid().split()[1] == f"q{q}"]
         weights = [float(a.get_gid().split()[3][1:]) for a in mine]
-        keys, expected = A.top_keys(att, q, 6)
+        keys, expected = A.top_keys(att, q, 3)
         assert weights == pytest.approx(expected, rel=1e-5)
         alphas = [a.get_alpha() for a in mine]
         assert alphas[0] == pytest.approx(1.0) and alphas == sorted(alphas, reverse=True)
@@ -482,7 +483,7 @@ def test_drawing_has_one_arrow_per_key_with_alpha_by_weight(run):
 
 @pytest.mark.parametrize("extra, message", [
     (["--block", "res2.0"], r"valid: res4\.\d"),
-    (["--query", "9,0,0"], r"--query '9,0,0': t=9 is outside 0\.\.7"),
+    (["--query", "9,0,0"], r"--query '9,0,0': t=9 is outside 0\.\.3"),
     (["--query", "a,b"], r"three integers"),
     (["--out", "x.jpg"], r"\.png or \.pdf"),
     (["--top", "0"], r"must be >= 1"),
@@ -560,28 +561,36 @@ def test_auto_does_not_train_outside_the_proxy(tmp_path, capsys):
 # ---- a really trained proxy model ------------------------------------------------------------
 @pytest.mark.slow
 def test_trained_proxy_block_looks_from_the_probes_at_the_cue(tmp_path, capsys):
-    """The trained Table 2a "Gaussian, embed" proxy run (what ``make figure3`` or
-    ``make table2a`` trains, ≈ 25 min on 2 busy cores, too long for a test): on its test
-    clips, probe queries put far more affinity on the cue's frames than uniform."""
+    """``make figure3``'s model, really trained: the Table 2a "Gaussian, embed" seed-0 proxy run
+    passes the additive limit (75%), and on its test clips probe queries put far more affinity
+    on the cue's frames than uniform.  Reuses the run under results/ when ``make table2a`` or
+    ``make figure3`` made it; otherwise trains it here from nothing (videos, frame
+    pre-training, 4 epochs: ≈ 3 minutes on 2 cores), as on a fresh machine."""
+    from nlrepro.config import read_config
     from nlrepro.train import read_summary
 
-    spec = _auto_spec(A.ROOT / "results", [])
+    spec = _auto_spec(A.ROOT / "results", [])  # the run id of today's profile
     done = sorted((A.ROOT / "results" / "proxy").glob(f"*/{spec.run_id}/done"))
-    runs = [d.parent for d in done if (d.parent / "checkpoints" / "last.ckpt").is_file()]
-    if not runs:
-        pytest.skip(f"no trained Table {A.AUTO_TABLE} {A.AUTO_ROW!r} proxy run (seed 0, "
-                    f"run id {spec.run_id}) under results/proxy: run `make figure3` first")
-    accuracy = (read_summary(runs[0]) or {}).get("metrics", {}).get("test/top1_video")
-    if accuracy is None or accuracy <= 75:
-        pytest.skip(f"{runs[0]}: test top-1 {accuracy}% is not above the additive limit (75%): "
-                    "the NL block has not learnt the cross-time lookup, nothing to show")
-    model = A.load_classifier(runs[0])
+    runs = [d.parent for d in done if (d.parent / "checkpoints" / "last.ckpt").is_file()
+            and (A.ROOT / read_config(d.parent / "config.yaml").data.root / "test.csv").is_file()]
+    if runs:
+        run = runs[0]
+    else:
+        results = tmp_path / "results"
+        sets = ["--set", f"data.root={tmp_path / 'data' / 'proxy'}"]
+        assert cli(["attention", "auto", "--profile", "proxy", "--results", str(results),
+                    *sets, "--out", str(tmp_path / "trained.png"), "--ratio-videos", "1"]) == 0
+        capsys.readouterr()
+        run = next(results.glob("proxy/*/*/done")).parent
+    accuracy = (read_summary(run) or {}).get("metrics", {}).get("test/top1_video")
+    assert accuracy is not None and accuracy > 75, (
+        f"{run}: test top-1 {accuracy}% is not above the additive limit (75%)")
+    model = A.load_classifier(run)
     root = (A.ROOT / model.cfg.data.root).resolve()
-    if not (root / "test.csv").is_file():
-        pytest.skip(f"the run's proxy data {root} is not there")
+    assert (root / "test.csv").is_file(), f"the run's proxy data {root} is not there"
     video = A.proxy_test_videos(root / "test" / "x" / "y.mp4")[0]
     out = tmp_path / "figure3.png"
-    assert cli(["attention", str(runs[0]), "--video", str(video), "--out", str(out),
+    assert cli(["attention", str(run), "--video", str(video), "--out", str(out),
                 "--ratio-videos", "100"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -590,7 +599,7 @@ def test_trained_proxy_block_looks_from_the_probes_at_the_cue(tmp_path, capsys):
     assert mean["clips"] >= 50
     # Not 1.5: random θ/φ of a trained-looking scale (``_model``) already reach ≈ 1.5 on these
     # clips (the big saturated cue is salient to any large dot product); the res4 key grid
-    # has one key per time step, so the ceiling is 1 / uniform ≈ 4.
+    # has one key per time step, so the ceiling is 1 / uniform.
     assert ratio > 2.0, (f"probe->cue-frames affinity only {ratio:.2f}× uniform "
                          f"(mass {mean['mass']:.3f}, uniform {mean['uniform']:.3f}, "
                          f"test top-1 {accuracy:.1f}%)")

@@ -63,7 +63,7 @@ def test_table2e_costs_relative_to_c2d(label, table2e):
 def test_flops_are_multiply_adds_of_every_conv_and_linear():
     """Cross-check on a real forward: sum of out_numel × in_ch × kernel volume over the layers."""
     cfg = load_config("proxy", sets=["model.arch=i3d_3x3x3"])
-    model = build_model(cfg.model, frames=cfg.data.frames).eval()
+    model = build_model(cfg.model, frames=cfg.data.frames, load_pretrained=False).eval()
     macs = []
 
     def hook(m, args, out):

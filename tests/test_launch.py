@@ -16,6 +16,7 @@ from nlrepro.launch import launch_local, validate_launcher, validate_local
 from nlrepro.train import prepare_run_dir
 
 TINY = ["data.proxy.num_train=32", "data.proxy.num_val=16", "data.proxy.num_test=16",
+        "data.proxy.pretrain_images=32", "data.proxy.pretrain_epochs=1",
         "data.batch_size=16", "data.num_workers=0", "trainer.threads=1",
         "trainer.max_epochs=1", "trainer.log_every_n_steps=1"]
 SLURM = LauncherConfig(name="slurm", cpus_per_task=1, timeout_min=60, signal_delay_s=30)

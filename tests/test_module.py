@@ -34,7 +34,7 @@ class ViewsData(L.LightningDataModule):
 def model() -> VideoClassifier:
     cfg = load_config("proxy", sets=["model.nonlocal.blocks=1", "trainer.channels_last=false"])
     torch.manual_seed(0)
-    m = VideoClassifier.from_config(cfg)
+    m = VideoClassifier.from_config(cfg, load_pretrained=False)  # no frame pre-training
     # A trained-looking head so that predictions differ between videos.
     torch.nn.init.normal_(m.model.fc.weight, std=5.0)
     return m.eval()

@@ -15,6 +15,7 @@ from nlrepro.config import load_config
 from nlrepro.train import train
 
 TINY = ["data.proxy.num_train=48", "data.proxy.num_val=16", "data.proxy.num_test=16",
+        "data.proxy.pretrain_images=32", "data.proxy.pretrain_epochs=1",
         "data.batch_size=16", "trainer.log_every_n_steps=1", "trainer.deterministic=true",
         "data.num_workers=0", "trainer.threads=1"]
 

@@ -18,8 +18,8 @@ Layout (what ``nlrepro.data.annotations`` reads)::
 
 Everything is deterministic from ``ProxyConfig.seed``: each clip has its own
 ``numpy.random.SeedSequence([seed, split, index])``, so a pool of workers and a single process
-write the same bytes.  Event times are fractions of the clip: ``frames=64`` shows the same
-events as ``frames=16`` at four times the frame rate (the 128-frame variant of Table 2g).
+write the same bytes.  Event times are fractions of the clip: ``frames=32`` shows the same
+events as ``frames=8`` at four times the frame rate (the 128-frame variant of Table 2g).
 """
 
 from __future__ import annotations
@@ -39,13 +39,13 @@ import numpy as np
 from nlrepro.config import ConfigError, ProxyConfig, RunConfig
 
 # Bump when the rendering changes: a folder written by another version is not reused.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 # label = 2 * (probe ring colour != cue colour) + core colour
 CLASSES = ("match_yellow", "match_cyan", "clash_yellow", "clash_cyan")
 SPLITS = ("train", "val", "test")
 CONFIG_FILE = "proxy_config.json"
-BASE_FRAMES = 16  # event times and speeds are defined on a 16-frame clip
-FPS = 8  # nominal: 16 frames = 2 s
+BASE_FRAMES = 8  # event times and speeds are defined on an 8-frame clip
+FPS = 4  # nominal: 8 frames = 2 s
 POOL_MIN_VIDEOS = 64  # below this, starting worker processes costs more than it saves
 
 # Saturated colours survive 4:2:0 chroma subsampling on objects several pixels wide.
@@ -54,10 +54,12 @@ CORE_PALETTE = np.array([[235, 225, 30], [30, 225, 225]], np.uint8)  # yellow, c
 DISTRACTOR_COLOUR = np.array([150, 150, 150], np.uint8)
 GOLDEN = (5 ** 0.5 - 1) / 2
 PROBE_SIZE, PROBE_RING = 8, 2  # an 8×8 probe: 2-px ring in a key colour around a 4×4 core
-# Event timing in units of the 16-frame clip (scaled by frames / 16).
-CUE_START_MAX = 2      # cue starts in frame 0..2
-CUE_LENGTH = 3         # and lasts 3 frames
-PROBE_START = (11, 13)  # probes appear in frame 11..13 and stay to the end
+# Event timing in units of the 8-frame clip (scaled by frames / 8).  After the proxy net's
+# temporal pool (pairs of frames) the cue (frames 0-2) and the probe (frames 5-7) never share
+# a time step, which is what makes C2D additive (docs/PROXY.md).
+CUE_START_MAX = 1      # cue starts in frame 0..1
+CUE_LENGTH = 2         # and lasts 2 frames
+PROBE_START = (5, 6)   # the probe appears in frame 5..6 and stays to the end
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,13 +84,17 @@ def check_proxy_config(p: ProxyConfig) -> None:
         v = getattr(p, key)
         need(isinstance(v, int) and v >= 1, key, v, "give a positive number of videos")
     need(p.frames >= BASE_FRAMES and p.frames % BASE_FRAMES == 0, "frames", p.frames,
-         f"choose a multiple of {BASE_FRAMES} (16, 32, 64, ...)")
+         f"choose a multiple of {BASE_FRAMES} (8, 16, 32, ...)")
     need(p.size >= 32 and p.size % 8 == 0, "size", p.size,
          "choose a multiple of 8 that is at least 32 (pixels)")
     need(8 <= p.cue_size <= p.size, "cue_size", p.cue_size, f"choose 8..{p.size} (pixels)")
     need(0 <= p.crf <= 51, "crf", p.crf, "choose 0..51 (libx264 constant rate factor)")
     need(0 <= p.noise <= 64, "noise", p.noise, "choose 0..64 (pixel noise std)")
     need(0 <= p.distractors <= 8, "distractors", p.distractors, "choose 0..8")
+    need(isinstance(p.pretrain_images, int) and p.pretrain_images >= 16, "pretrain_images",
+         p.pretrain_images, "give at least 16 frames (one batch)")
+    need(isinstance(p.pretrain_epochs, int) and p.pretrain_epochs >= 1, "pretrain_epochs",
+         p.pretrain_epochs, "give a positive number of epochs")
     need(0.0 <= p.persist_cue < 1.0, "persist_cue", p.persist_cue,
          "choose a fraction in [0, 1) of training clips (1 would leave no hard clip to learn from)")
 
@@ -193,7 +199,9 @@ def _make_one(job: tuple[str, str, int, dict]) -> str:
 
 
 def config_record(p: ProxyConfig) -> dict:
-    return {"generator_version": GENERATOR_VERSION, "proxy": dataclasses.asdict(p)}
+    """What the videos depend on (frame pre-training settings do not change a video)."""
+    fields = {k: v for k, v in dataclasses.asdict(p).items() if not k.startswith("pretrain_")}
+    return {"generator_version": GENERATOR_VERSION, "proxy": fields}
 
 
 def make_proxy_data(root: str | Path, proxy_cfg: ProxyConfig, progress: bool = True,

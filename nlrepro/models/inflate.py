@@ -116,6 +116,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def load_pretrained_2d(model: nn.Module, model_cfg: Any) -> InflateReport:
     """Apply ``model_cfg.pretrained`` ("imagenet" or a file path) to ``model``."""
     source = model_cfg.pretrained
+    if source == "proxy-frames":
+        raise ConfigError("model.pretrained: 'proxy-frames' is resolved from the whole run config "
+                          "(nlrepro.pretrain.resolve); build the model through VideoClassifier")
     state = imagenet_state_dict(model_cfg.depth) if source == "imagenet" \
         else read_state_dict(source)
     report = inflate_imagenet(model, state)

@@ -55,6 +55,9 @@ class NonLocalBlock(nn.Module):
         product: C/2 for embedded gaussian, C (the dimension of x) for gaussian. Ignored by
         dot product and concatenation, which are normalised by C(x) instead.
     norm: ``bn`` (BN with γ = 0) or ``none`` (no BN, W_z zero-initialised; 128-frame recipe).
+    bn_init_gamma: the W_z BN's initial γ (VNL ``NONLOCAL.BN_INIT_GAMMA``): 0 makes a new block
+        the identity (paper Sec. 3.3); a positive value lets W_z learn from the first step,
+        which the small proxy task needs (docs/PROXY.md).  Ignored with ``norm="none"``.
     temporal_group: compute the affinity inside groups of k consecutive frames (VNL 128-frame
         res3 trick); T must be divisible by k.
     """
@@ -62,7 +65,7 @@ class NonLocalBlock(nn.Module):
     def __init__(self, in_channels: int, instantiation: str = "embedded_gaussian",
                  scope: str = "spacetime", subsample: bool = True, scale: bool = True,
                  inner_channels: int | None = None, norm: str = "bn",
-                 temporal_group: int | None = None) -> None:
+                 temporal_group: int | None = None, bn_init_gamma: float = 0.0) -> None:
         super().__init__()
         _check_choice("instantiation", instantiation, INSTANTIATIONS)
         _check_choice("scope", scope, SCOPES)
@@ -90,7 +93,7 @@ class NonLocalBlock(nn.Module):
         self.w_z = _conv(inner, in_channels)
         if norm == "bn":
             self.bn: nn.BatchNorm3d | None = nn.BatchNorm3d(in_channels)
-            nn.init.zeros_(self.bn.weight)
+            nn.init.constant_(self.bn.weight, bn_init_gamma)
         else:
             self.bn = None
             nn.init.zeros_(self.w_z.weight)

@@ -33,7 +33,8 @@ def write_root(root: Path, test_videos: dict[str, Path]) -> Path:
 
 def config(root: Path, *sets: str):
     return load_config("proxy", sets=[
-        f"data.root={root}", "data.proxy=null", "data.frames=4", "data.stride=2",
+        f"data.root={root}", "data.proxy=null", "model.pretrained=null", "data.frames=4",
+        "data.stride=2",
         "data.train_scale=[32,40]", "data.crop=32", "data.test_scale=32", "data.test_crop=32",
         "data.num_clips=2", "data.num_crops=3", "data.batch_size=4", "data.num_workers=0",
         "data.exclude=bad.txt", "data.cache_decoded=false", "data.class_index=null", *sets])

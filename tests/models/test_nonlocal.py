@@ -144,6 +144,31 @@ def test_new_block_is_identity(instantiation):
     assert block.w_z.weight.abs().sum() > 0
 
 
+def test_bn_init_gamma_sets_the_start_and_lets_w_z_learn_at_once():
+    """γ = 0 (paper): W_z gets no gradient at the first step; γ = 1 (proxy): it does."""
+    x = torch.randn(2, 8, 4, 6, 6)
+    grads = {}
+    for gamma in (0.0, 1.0):
+        torch.manual_seed(0)
+        block = NonLocalBlock(8, "embedded_gaussian", bn_init_gamma=gamma)
+        assert torch.equal(block.bn.weight, torch.full((8,), gamma))
+        out = block(x)
+        assert torch.equal(out, x) == (gamma == 0.0)
+        out.square().sum().backward()
+        grads[gamma] = block.w_z.weight.grad.abs().sum().item()
+    assert grads[0.0] == 0.0 and grads[1.0] > 0.0
+
+
+def test_bn_init_gamma_reaches_the_blocks_from_the_config():
+    from nlrepro.config import load_config
+    from nlrepro.models.resnet3d import build_model
+
+    cfg = load_config("proxy", sets=["model.nonlocal.blocks=1",
+                                     "model.nonlocal.bn_init_gamma=0.5"])
+    (block,) = build_model(cfg.model, load_pretrained=False).nonlocal_blocks().values()
+    assert torch.all(block.bn.weight == 0.5)
+
+
 @pytest.mark.parametrize("instantiation", INSTANTIATIONS)
 def test_norm_none_is_identity_with_zero_wz(instantiation):
     block = NonLocalBlock(8, instantiation, norm="none")

@@ -18,7 +18,8 @@ def kinetics(*sets):
 # A narrow net pinned here (not read from the proxy profile, which may change).
 NARROW = ["model.stage_blocks=[1,2,3,1]", "model.width=8", "model.stem_kernel=3",
           "model.stem_stride=2", "model.stem_temporal_stride=1", "model.stem_pool=false",
-          "model.num_classes=4", "data.frames=16", "data.crop=32"]
+          "model.num_classes=4", "data.frames=16", "data.crop=32", "model.pretrained=null",
+          "model.nonlocal.bn_init_gamma=0.0"]
 
 
 def proxy(*sets):

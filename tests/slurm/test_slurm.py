@@ -149,15 +149,18 @@ def nlrepro(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 def test_sweep_on_slurm_survives_a_preemption(slurm_cluster, tmp_path):
     from nlrepro.config import load_config
     from nlrepro.data.proxy import ensure_proxy_data
+    from nlrepro.pretrain import ensure_frame_pretrained
 
     results, grid = tmp_path / "results", tmp_path / "table2a.yaml"
     grid.write_text(GRID)
     sets = ["data.proxy.num_train=64", "data.proxy.num_val=32", "data.proxy.num_test=32",
+            "data.proxy.pretrain_images=32", "data.proxy.pretrain_epochs=1",
             "data.batch_size=16", f"data.root={tmp_path / 'proxy'}", "trainer.threads=1",
             f"trainer.max_epochs={EPOCHS}", "launcher.cpus_per_task=1",
             "launcher.timeout_min=60", "launcher.signal_delay_s=30"]
-    # Both array tasks would otherwise race to write the same proxy videos.
+    # Both array tasks would otherwise race to write the same proxy videos and weights.
     ensure_proxy_data(load_config("proxy", sets=sets))
+    ensure_frame_pretrained(load_config("proxy", sets=sets))
     cmd = [sys.executable, "-m", "nlrepro", "sweep", str(grid), "--profile", "proxy",
            "--launcher", "slurm", "--results", str(results)]
     for s in sets:
