@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from nlrepro.config import ConfigError, ProxyConfig, RunConfig
+from nlrepro.data.video import DECODED_DIR, open_video, read_frames, write_decoded
 
 # Bump when the rendering changes: a folder written by another version is not reused.
 GENERATOR_VERSION = 3
@@ -187,7 +188,8 @@ def _relpath(split: str, index: int, label: int) -> str:
     return f"{split}/{CLASSES[label]}/{split}_{index:06d}.mp4"
 
 
-def _make_one(job: tuple[str, str, int, dict]) -> str:
+def _make_one(job: tuple[str, str, int, dict]) -> tuple[str, np.ndarray]:
+    """Write one video; return its list line and its frames *as decoded* by the real reader."""
     root, split, index, values = job
     p = ProxyConfig(**values)
     frames, info = render_indexed(p, split, index)
@@ -195,7 +197,8 @@ def _make_one(job: tuple[str, str, int, dict]) -> str:
     path = Path(root) / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     write_video(path, frames, p.crf)
-    return f"{rel} {info.label}"
+    reader = open_video(path)
+    return f"{rel} {info.label}", read_frames(reader, np.arange(len(reader)), path).numpy()
 
 
 def config_record(p: ProxyConfig) -> dict:
@@ -226,21 +229,26 @@ def make_proxy_data(root: str | Path, proxy_cfg: ProxyConfig, progress: bool = T
                 for split, n in _split_sizes(proxy_cfg).items() for i in range(n)]
         bar = tqdm(total=len(jobs), desc=f"proxy data -> {root}", unit="video",
                    disable=not progress)
+        results = []
         if workers > 1 and len(jobs) >= POOL_MIN_VIDEOS:
             with multiprocessing.get_context("spawn").Pool(workers) as pool:
-                lines = []
-                for line in pool.imap(_make_one, jobs, chunksize=16):
-                    lines.append(line)
+                for result in pool.imap(_make_one, jobs, chunksize=16):
+                    results.append(result)
                     bar.update()
         else:
-            lines = []
             for job in jobs:
-                lines.append(_make_one(job))
+                results.append(_make_one(job))
                 bar.update()
         bar.close()
         start = 0
+        (tmp / DECODED_DIR).mkdir()
         for split, n in _split_sizes(proxy_cfg).items():
-            (tmp / f"{split}.csv").write_text("\n".join(lines[start:start + n]) + "\n")
+            lines = [line for line, _ in results[start:start + n]]
+            (tmp / f"{split}.csv").write_text("\n".join(lines) + "\n")
+            # Every run decodes every video once; doing it here once for all runs of a table
+            # saves each run that time (docs/PROXY.md).  Same reader, same frames.
+            write_decoded(tmp, split, [line.split()[0] for line in lines],
+                          np.stack([frames for _, frames in results[start:start + n]]))
             start += n
         (tmp / "classes.json").write_text(
             json.dumps({name: i for i, name in enumerate(CLASSES)}, indent=2) + "\n")

@@ -38,6 +38,9 @@ from nlrepro.data.transforms import EvalTransform, TrainTransform, evenly_spaced
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+# A dataset folder may ship its videos decoded once (the proxy generator does):
+# <root>/decoded/<name>.npy (uint8, videos × T × H × W × C) + <name>.txt (their relative paths).
+DECODED_DIR = "decoded"
 
 
 class VideoError(RuntimeError):
@@ -46,6 +49,34 @@ class VideoError(RuntimeError):
     def __init__(self, path: Path | str, reason: str) -> None:
         super().__init__(f"{path}: {reason}")
         self.path, self.reason = Path(path), reason
+
+
+# ---- videos decoded once, stored with the dataset ------------------------------------
+def write_decoded(root: Path, name: str, relpaths: Sequence[str], frames: np.ndarray) -> None:
+    """Store ``frames`` (row i = the decoded frames of ``relpaths[i]``) under ``root``."""
+    folder = Path(root) / DECODED_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    if frames.dtype != np.uint8 or frames.ndim != 5 or len(frames) != len(relpaths):
+        raise ValueError(f"decoded frames must be uint8 (videos, T, H, W, C) with one row per "
+                         f"path; got {frames.dtype} {frames.shape} for {len(relpaths)} paths")
+    np.save(folder / f"{name}.npy", frames)
+    (folder / f"{name}.txt").write_text("".join(f"{p}\n" for p in relpaths))
+
+
+def read_decoded(root: Path) -> dict[Path, tuple[np.ndarray, int]]:
+    """``{video path: (frames array, row)}`` for every stored video (memory-mapped)."""
+    folder = Path(root) / DECODED_DIR
+    index: dict[Path, tuple[np.ndarray, int]] = {}
+    for names in sorted(folder.glob("*.txt")) if folder.is_dir() else []:
+        frames = np.load(names.with_suffix(".npy"), mmap_mode="r", allow_pickle=False)
+        rels = names.read_text().splitlines()
+        if len(rels) != len(frames):
+            log.warning("%s: %d paths for %d decoded videos; not used", names, len(rels),
+                        len(frames))
+            continue
+        for row, rel in enumerate(rels):
+            index[(Path(root) / rel).resolve()] = (frames, row)
+    return index
 
 
 # ---- decoding ------------------------------------------------------------------------
@@ -138,7 +169,8 @@ class VideoDataset(Dataset):
     Readers are opened lazily in the process that reads (never pickled into workers);
     the last one stays open because the views of one video are consecutive items.
     ``cache_decoded`` decodes each video once (through the same reader) and keeps its
-    frames as uint8; sampling and transforms still run on every access.
+    frames as uint8 — or takes them from the dataset's ``decoded/`` arrays when it ships
+    them (``write_decoded``); sampling and transforms still run on every access.
     ``exclude`` (``{path: reason}``, from check-videos): train drops those videos, eval
     keeps them as failed views so they count as wrong.
     """
@@ -172,12 +204,14 @@ class VideoDataset(Dataset):
         self.failures = 0  # unreadable videos met by *this* process
         self._reader: tuple[Path, Any] | None = None
         self._decoded: dict[int, torch.Tensor | VideoError] = {}
+        self._root = Path(cfg.root)
+        self._stored: dict[Path, tuple[np.ndarray, int]] | None = None  # read_decoded, lazily
         self._resized: tuple[tuple[int, int], torch.Tensor] | None = None
         self._failed: dict[int, str] = {}
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state.update(_reader=None, _resized=None)  # readers do not cross processes
+        state.update(_reader=None, _resized=None, _stored=None)  # nor do readers, memmaps
         return state
 
     @property
@@ -214,11 +248,17 @@ class VideoDataset(Dataset):
             reader = self._open(path)
             return read_frames(reader, pick(len(reader)), path)
         if i not in self._decoded:
-            try:
-                reader = open_video(path)
-                self._decoded[i] = read_frames(reader, np.arange(len(reader)), path)
-            except VideoError as err:
-                self._decoded[i] = err
+            if self._stored is None:
+                self._stored = read_decoded(self._root)
+            stored = self._stored.get(path.resolve())
+            if stored is not None:
+                self._decoded[i] = torch.from_numpy(np.array(stored[0][stored[1]]))
+            else:
+                try:
+                    reader = open_video(path)
+                    self._decoded[i] = read_frames(reader, np.arange(len(reader)), path)
+                except VideoError as err:
+                    self._decoded[i] = err
         frames = self._decoded[i]
         if isinstance(frames, VideoError):
             raise frames

@@ -98,6 +98,44 @@ def test_decoded_videos_keep_the_signal(dataset: Path) -> None:
         assert _oracle(frames) == int(label), rel
 
 
+def test_videos_are_stored_decoded_by_the_real_reader(dataset: Path) -> None:
+    """decoded/<split>.npy row i = decord's frames of the split's i-th listed video."""
+    from nlrepro.data.video import DECODED_DIR, read_decoded
+
+    stored = read_decoded(dataset)
+    for split, n in (("train", 6), ("val", 3), ("test", 3)):
+        rels = [ln.split()[0] for ln in (dataset / f"{split}.csv").read_text().splitlines()]
+        assert (dataset / DECODED_DIR / f"{split}.txt").read_text().split() == rels
+        frames = np.load(dataset / DECODED_DIR / f"{split}.npy")
+        assert frames.shape == (n, 8, 32, 32, 3) and frames.dtype == np.uint8
+        for i, rel in enumerate(rels):
+            assert np.array_equal(frames[i], _decode(dataset / rel)), rel
+            array, row = stored[(dataset / rel).resolve()]
+            assert np.array_equal(array[row], frames[i])
+
+
+def test_dataset_serves_the_stored_frames_without_decoding(dataset: Path, monkeypatch) -> None:
+    """With cache_decoded, items come from the stored arrays (the reader is never opened) and
+    equal the items read from the videos."""
+    import torch
+
+    from nlrepro.data import video
+    from nlrepro.data.annotations import ClassIndex, read_list
+
+    cfg = load_config("proxy", sets=[f"data.root={dataset}", "data.frames=8"]).data
+    records = read_list(dataset / "val.csv", "path_label", dataset,
+                        ClassIndex.load(dataset / "classes.json"))
+    plain = video.VideoDataset(records, dataclasses.replace(cfg, cache_decoded=False), "val")
+    expected = [plain[i][0] for i in range(len(plain))]
+
+    def no_reader(path):
+        raise AssertionError(f"decoded {path} again")
+    monkeypatch.setattr(video, "open_video", no_reader)
+    cached = video.VideoDataset(records, dataclasses.replace(cfg, cache_decoded=True), "val")
+    for i, clip in enumerate(expected):
+        assert torch.equal(cached[i][0], clip)
+
+
 def test_same_seed_same_bytes(dataset: Path, tmp_path: Path) -> None:
     again = proxy.make_proxy_data(tmp_path / "again", SMALL, progress=False)
     for name in ("train.csv", "val.csv", "test.csv", "classes.json"):
