@@ -29,7 +29,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -463,11 +463,12 @@ def proxy_truth(path: Path) -> dict[str, list[Region]] | None:
     - ``cue_frames``: the whole frames ``ClipInfo.cue_frames``;
     - ``probes``: from ``ClipInfo.probe_start`` on, every pixel painted in a palette colour
       (``proxy.*_PALETTE``: the probes' ring and core colours) outside the cue, as one box
-      per frame and run of pixels along a row.  The background (noise around a dark grey)
-      and the grey distractors never hit a saturated palette colour exactly.
+      per frame and run of pixels along a row, leaving out the distractor squares
+      (``ClipInfo.distractors``, drawn in key colours).  The background (noise around a dark
+      grey) never hits a saturated palette colour exactly.
 
-    Only ``ClipInfo``'s cue fields and ``probe_start`` are read, so the number and look of
-    the probes may change without touching this function.
+    Only ``ClipInfo``'s cue fields, ``probe_start`` and ``distractors`` are read, so the number
+    and look of the probes may change without touching this function.
     """
     import numpy as np
 
@@ -490,6 +491,9 @@ def proxy_truth(path: Path) -> dict[str, list[Region]] | None:
                               if k.endswith("_PALETTE")])
     painted = (frames[:, :, :, None, :] == palette).all(-1).any(-1)  # (T, H, W)
     painted[c0:c1, cy:cy + side, cx:cx + side] = False
+    d = getattr(proxy, "DISTRACTOR_SIZE", 3)
+    for t, y, x in getattr(info, "distractors", ()):
+        painted[t, y:y + d, x:x + d] = False
     painted[:getattr(info, "probe_start", c1)] = False
     probes: list[Region] = []
     for t, y in zip(*np.nonzero(painted.any(2))):
@@ -497,8 +501,10 @@ def proxy_truth(path: Path) -> dict[str, list[Region]] | None:
         edges = np.flatnonzero(np.diff(row))  # run starts and stops, alternating
         for x0, x1 in zip(edges[::2], edges[1::2]):
             probes.append((int(t), int(t) + 1, int(y), int(y) + 1, int(x0), int(x1)))
+    T, H, W = frames.shape[:3]
+    p0 = getattr(info, "probe_start", c1)
     return {"cue": [(c0, c1, cy, cy + side, cx, cx + side)], "probes": probes,
-            "cue_frames": [(c0, c1, 0, frames.shape[1], 0, frames.shape[2])]}
+            "cue_frames": [(c0, c1, 0, H, 0, W)], "probe_frames": [(p0, T, 0, H, 0, W)]}
 
 
 def proxy_test_videos(path: Path) -> list[Path]:
@@ -509,16 +515,19 @@ def proxy_test_videos(path: Path) -> list[Path]:
 
 
 def proxy_masks(att: AttentionMap, clip: Clip) -> dict[str, torch.Tensor] | None:
-    """For a proxy clip: ``probes`` (queries ``(N,)`` on a probe), ``cue`` and ``cue_frames``
-    (keys ``(M,)`` on the cue's box over its frames, on the cue's whole frames); None for
+    """For a proxy clip: queries ``(N,)`` on a probe (``probes``) or on the cue
+    (``cue_queries``); keys ``(M,)`` on the cue's box over its frames (``cue``), on the cue's
+    whole frames (``cue_frames``), on the probe's whole frames (``probe_frames``); None for
     any other video."""
     truth = proxy_truth(clip.path)
     if truth is None:
         return None
     regions = {k: to_clip_regions(clip, v) for k, v in truth.items()}
     return {"probes": att.query.region_mask(regions["probes"]),
+            "cue_queries": att.query.region_mask(regions["cue"]),
             "cue": att.key.region_mask(regions["cue"]),
-            "cue_frames": att.key.region_mask(regions["cue_frames"])}
+            "cue_frames": att.key.region_mask(regions["cue_frames"]),
+            "probe_frames": att.key.region_mask(regions["probe_frames"])}
 
 
 def proxy_cue_ratio(att: AttentionMap, clip: Clip) -> dict[str, dict[str, float]] | None:
@@ -531,17 +540,30 @@ def proxy_cue_ratio(att: AttentionMap, clip: Clip) -> dict[str, dict[str, float]
             for name in ("cue", "cue_frames")}
 
 
-def mean_cue_ratio(model: nn.Module, cfg: Any, paths: Sequence[Path], block: str | None
+def proxy_probe_ratio(att: AttentionMap, clip: Clip) -> dict[str, dict[str, float]] | None:
+    """The other direction: affinity from the cue's positions onto the probe's frames.
+
+    The task is symmetric: a block can bring the cue to the probe or the probe to the cue
+    (then the match is computed where the cue is); trained proxy models do the latter
+    (docs/PROXY.md)."""
+    masks = proxy_masks(att, clip)
+    if masks is None:
+        return None
+    return {"probe_frames": cue_mass_ratio(att, masks["cue_queries"], masks["probe_frames"])}
+
+
+def mean_cue_ratio(model: nn.Module, cfg: Any, paths: Sequence[Path], block: str | None,
+                   measure: Callable[[AttentionMap, Clip], dict | None] = proxy_cue_ratio
                    ) -> dict[str, dict[str, float]] | None:
-    """``proxy_cue_ratio`` over several proxy clips: per region, the mean over clips of the
-    probe queries' mass and of the uniform share, and ``ratio`` = mean mass / mean uniform.
-    Clips that are no proxy clips, or where the probes or the cue fall outside the crop, are
-    left out; None when none is left."""
+    """``measure`` (``proxy_cue_ratio`` or ``proxy_probe_ratio``) over several proxy clips:
+    per region, the mean over clips of the queries' mass and of the uniform share, and
+    ``ratio`` = mean mass / mean uniform.  Clips that are no proxy clips, or where the
+    queries or the keys fall outside the crop, are left out; None when none is left."""
     per: dict[str, dict[str, list[float]]] = {}
     for path in paths:
         clip = load_clip(cfg, path)
         try:
-            cue = proxy_cue_ratio(capture(model, clip.tensor, block), clip)
+            cue = measure(capture(model, clip.tensor, block), clip)
         except ValueError:  # no probe query or no cue key in this clip's crop
             continue
         for name, d in (cue or {}).items():
@@ -648,16 +670,50 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(threads)
 
 
+def _measure(model: nn.Module, cfg: Any, att: AttentionMap, clip: Clip, videos: int
+             ) -> dict[str, Any]:
+    """Both directions of cross-time affinity on the drawn clip and on ``videos`` test
+    videos: ``probe_to_cue`` (probe queries -> cue / cue frames) and ``cue_to_probe`` (cue
+    queries -> probe frames), each ``{"clip": ..., "test_videos": ...}``."""
+    out: dict[str, Any] = {}
+    for name, measure in (("probe_to_cue", proxy_cue_ratio), ("cue_to_probe", proxy_probe_ratio)):
+        try:
+            out[name] = {"clip": _rounded(measure(att, clip))}
+        except ValueError as err:  # the queries or the keys are outside this clip's crop
+            out[name] = {"clip": {"error": str(err)}}
+        if videos:
+            mean = mean_cue_ratio(model, cfg, proxy_test_videos(clip.path)[:videos], att.block,
+                                  measure)
+            if mean is not None:
+                out[name]["test_videos"] = _rounded(mean)
+    return out
+
+
+def _headline(measured: dict[str, Any], name: str, region: str) -> float | None:
+    """A direction's ratio: on the test videos when measured, else on the drawn clip."""
+    d = measured[name]
+    return (d.get("test_videos") or d["clip"]).get(region, {}).get("ratio")
+
+
 def _render(args: argparse.Namespace, ckpt: Path, auto: bool) -> int:
     model = load_classifier(ckpt)
     cfg = model.cfg
     clip = load_clip(cfg, video_path(cfg, args.video))
     att = capture(model, clip.tensor, args.block)
     masks = proxy_masks(att, clip)
-    probes = masks["probes"] if masks is not None else None
+    measured: dict[str, Any] = {}
+    among = None
+    if masks is not None:
+        measured = _measure(model, cfg, att, clip, args.ratio_videos)
+        ratios = {"probe_to_cue": _headline(measured, "probe_to_cue", "cue_frames"),
+                  "cue_to_probe": _headline(measured, "cue_to_probe", "probe_frames")}
+        known = {k: v for k, v in ratios.items() if v is not None}
+        direction = max(known, key=known.get) if known else "probe_to_cue"
+        # Draw the queries of the direction the block uses more (from the probe or the cue).
+        among = masks["probes"] if direction == "probe_to_cue" else masks["cue_queries"]
     queries: list[int] = []
     for q in args.query or ["auto"]:
-        queries += (auto_queries(att, args.num_queries, probes) if q == "auto"
+        queries += (auto_queries(att, args.num_queries, among) if q == "auto"
                     else [parse_query(q, att.query)])
     probs = torch.softmax(att.logits, 0)
     nl = cfg.model.nonlocal_
@@ -673,30 +729,23 @@ def _render(args: argparse.Namespace, ckpt: Path, auto: bool) -> int:
     peaked = peakedness(att)
     for q in queries:
         keys, weights = top_keys(att, q, args.top)
-        report["queries"].append({"t,y,x": list(att.query.unravel(q)),
-                                  "on_probe": None if probes is None else bool(probes[q]),
-                                  "peakedness": round(float(peaked[q]), 4),
-                                  "top5 (key t,y,x: weight)": {
-                                      ",".join(map(str, att.key.unravel(k))): round(w, 5)
-                                      for k, w in zip(keys[:5], weights[:5])}})
+        report["queries"].append({
+            "t,y,x": list(att.query.unravel(q)),
+            "on_probe": None if masks is None else bool(masks["probes"][q]),
+            "on_cue": None if masks is None else bool(masks["cue_queries"][q]),
+            "peakedness": round(float(peaked[q]), 4),
+            "top5 (key t,y,x: weight)": {",".join(map(str, att.key.unravel(k))): round(w, 5)
+                                         for k, w in zip(keys[:5], weights[:5])}})
     if masks is not None:
-        try:
-            clip_ratio = _rounded(proxy_cue_ratio(att, clip))
-        except ValueError as err:  # the probe or the cue is outside this clip's crop
-            clip_ratio = {"error": str(err)}
-        report["probe_to_cue"] = {"clip": clip_ratio}
-        ratio = clip_ratio.get("cue_frames", {}).get("ratio")
-        if args.ratio_videos:
-            paths = proxy_test_videos(clip.path)[:args.ratio_videos]
-            mean = mean_cue_ratio(model, cfg, paths, att.block)
-            if mean is not None:
-                report["probe_to_cue"]["test_videos"] = _rounded(mean)
-                ratio = report["probe_to_cue"]["test_videos"]["cue_frames"]["ratio"]
-        # The headline number: mass of the probe queries' affinity on the cue's frames over
-        # what a uniform affinity gives (1 = no preference), on test videos when measured.
-        report["cue_mass_ratio"] = ratio
+        report.update(measured)
+        # Headlines (1 = uniform): probe queries' mass on the cue's frames, and the larger of
+        # the two directions, on test videos when measured.
+        report["cue_mass_ratio"] = ratios["probe_to_cue"]
+        report["cross_time"] = {"direction": direction, "ratio": ratios[direction],
+                                "ratios": ratios}
         logging.getLogger("nlrepro.attention").info(
-            "cue mass ratio (probe queries -> cue frames, 1 = uniform): %s", ratio)
+            "cross-time affinity (1 = uniform): probe->cue frames %s, cue->probe frames %s",
+            ratios["probe_to_cue"], ratios["cue_to_probe"])
     text = json.dumps(report, indent=2)
     out.with_suffix(".json").write_text(text + "\n")
     print(text)

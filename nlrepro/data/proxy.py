@@ -40,7 +40,7 @@ from nlrepro.config import ConfigError, ProxyConfig, RunConfig
 from nlrepro.data.video import DECODED_DIR, open_video, read_frames, write_decoded
 
 # Bump when the rendering changes: a folder written by another version is not reused.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 # label = 2 * (probe ring colour != cue colour) + core colour
 CLASSES = ("match_yellow", "match_cyan", "clash_yellow", "clash_cyan")
 SPLITS = ("train", "val", "test")
@@ -52,7 +52,10 @@ POOL_MIN_VIDEOS = 64  # below this, starting worker processes costs more than it
 # Saturated colours survive 4:2:0 chroma subsampling on objects several pixels wide.
 KEY_PALETTE = np.array([[230, 30, 30], [30, 210, 30], [40, 70, 240]], np.uint8)  # R, G, B
 CORE_PALETTE = np.array([[235, 225, 30], [30, 225, 225]], np.uint8)  # yellow, cyan
-DISTRACTOR_COLOUR = np.array([150, 150, 150], np.uint8)
+# Distractors are small squares in the *key* colours: "which key colours occur in the clip"
+# then says nothing about the label, so a block that only averages over the clip cannot
+# solve the task; it has to pick out the cue (large, early) by what it looks like.
+DISTRACTOR_SIZE = 3
 GOLDEN = (5 ** 0.5 - 1) / 2
 PROBE_SIZE, PROBE_RING = 8, 2  # an 8×8 probe: 2-px ring in a key colour around a 4×4 core
 # Event timing in units of the 8-frame clip (scaled by frames / 8).  After the proxy net's
@@ -74,6 +77,7 @@ class ClipInfo:
     probe_start: int
     probe_key: int                         # ring colour (KEY_PALETTE index)
     probe_core: int                        # core colour (CORE_PALETTE index)
+    distractors: tuple[tuple[int, int, int], ...] = ()  # (t, y, x) of every distractor square
 
 
 def check_proxy_config(p: ProxyConfig) -> None:
@@ -121,12 +125,16 @@ def render_clip(rng: np.random.Generator, p: ProxyConfig, persist_cue: bool = Fa
     match = bool(rng.integers(2))
     key = cue if match else int((cue + rng.integers(1, len(KEY_PALETTE))) % len(KEY_PALETTE))
     core = int(rng.integers(len(CORE_PALETTE)))
-    # Distractors: small grey squares drifting through the whole clip.
+    # Distractors: small squares in key colours drifting through the whole clip.
+    boxes = []
+    d = DISTRACTOR_SIZE
     for _ in range(p.distractors):
-        pos, vel = rng.uniform(0, S - 3, 2), rng.uniform(-1.5, 1.5, 2) / r
+        pos, vel = rng.uniform(0, S - d, 2), rng.uniform(-1.5, 1.5, 2) / r
+        colour = KEY_PALETTE[int(rng.integers(len(KEY_PALETTE)))]
         for t in range(T):
-            y, x = np.clip(np.round(pos + vel * t), 0, S - 3).astype(int)
-            clip[t, y:y + 3, x:x + 3] = DISTRACTOR_COLOUR
+            y, x = np.clip(np.round(pos + vel * t), 0, S - d).astype(int)
+            clip[t, y:y + d, x:x + d] = colour
+            boxes.append((t, int(y), int(x)))
     # The cue: a large square in a key colour, early in the clip.
     c0 = r * int(rng.integers(CUE_START_MAX + 1))
     c1 = T if persist_cue else c0 + r * CUE_LENGTH
@@ -143,7 +151,7 @@ def render_clip(rng: np.random.Generator, p: ProxyConfig, persist_cue: bool = Fa
     label = (0 if match else 2) + core
     info = ClipInfo(label=label, cue_colour=cue, cue_frames=(c0, c1),
                     cue_box=(cy, cx, p.cue_size), probe_start=p0, probe_key=key,
-                    probe_core=core)
+                    probe_core=core, distractors=tuple(boxes))
     return np.clip(clip, 0, 255).astype(np.uint8), info
 
 

@@ -23,23 +23,25 @@ def _decode(path: Path) -> np.ndarray:
 
 
 def _oracle(frames: np.ndarray) -> int:
-    """The task's rule on decoded pixels: cue colour (early) vs probe ring colour (last frame)."""
-    f = frames.astype(np.int32)
-    keys = proxy.KEY_PALETTE.astype(np.int32)
+    """The task's rule on decoded pixels: cue colour (early) vs probe ring colour (last frame).
 
-    def key_pixels(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        dist = np.abs(img[..., None, :] - keys).sum(-1)
+    The distractors are key-coloured too, but small: the cue's 16×16 square outnumbers them in
+    the early frames, and the ring is read right around the probe's (yellow/cyan) core."""
+    f = frames.astype(np.int32)
+
+    def nearest(img: np.ndarray, palette: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        dist = np.abs(img[..., None, :] - palette.astype(np.int32)).sum(-1)
         return dist.argmin(-1), dist.min(-1) < 90
 
-    which, near = key_pixels(f[: len(f) * 3 // 8])  # the cue lives in the first 3/8
+    which, near = nearest(f[: len(f) * 3 // 8], proxy.KEY_PALETTE)  # cue: first 3/8
     cue = int(np.bincount(which[near], minlength=3).argmax())
-    which, near = key_pixels(f[-1])
+    which, near = nearest(f[-1], proxy.CORE_PALETTE)
+    core = int(np.bincount(which[near], minlength=2).argmax())
+    ys, xs = np.nonzero(near & (which == core))
+    band = f[-1][max(ys.min() - 2, 0):ys.max() + 3, max(xs.min() - 2, 0):xs.max() + 3]
+    which, near = nearest(band, proxy.KEY_PALETTE)  # the 2-px ring around the core
     ring = int(np.bincount(which[near], minlength=3).argmax())
-    ys, xs = np.nonzero(near & (which == ring))
-    cy, cx = int(round(ys.mean())), int(round(xs.mean()))  # ring centre = core centre
-    core = f[-1][cy - 1:cy + 1, cx - 1:cx + 1].reshape(-1, 3).mean(0)
-    core_id = int(np.abs(proxy.CORE_PALETTE.astype(np.int32) - core).sum(-1).argmin())
-    return (0 if ring == cue else 2) + core_id
+    return (0 if ring == cue else 2) + core
 
 
 @pytest.fixture(scope="module")
