@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from nlrepro import pretrain
 from nlrepro.config import ConfigError, load_config
@@ -16,24 +15,13 @@ from nlrepro.data.proxy import CORE_PALETTE, KEY_PALETTE
 from nlrepro.models.inflate import inflate_imagenet
 from nlrepro.models.resnet3d import build_model
 from nlrepro.module import VideoClassifier
+from helpers.models import randomise_bn
 
 TINY = ["data.proxy.pretrain_images=32", "data.proxy.pretrain_epochs=1", "trainer.threads=1"]
 
 
 def tiny(tmp_path: Path, *extra: str):
     return load_config("proxy", sets=[*TINY, f"data.root={tmp_path / 'proxy'}", *extra])
-
-
-def randomised_bn(model: nn.Module) -> nn.Module:
-    """Non-trivial BN affine and statistics, so a wrong copy cannot pass by accident."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm3d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-    return model
 
 
 # ---- the exported 2D weights enter a video model like ImageNet weights ---------------------
@@ -50,7 +38,7 @@ def test_export_is_a_torchvision_style_2d_state_dict(tmp_path):
 def test_c2d_video_model_computes_the_2d_network_frame_by_frame(tmp_path, blocks):
     cfg = tiny(tmp_path, f"model.nonlocal.blocks={blocks}")
     torch.manual_seed(0)
-    net2d = randomised_bn(pretrain.backbone_2d(cfg)).eval()
+    net2d = randomise_bn(pretrain.backbone_2d(cfg)).eval()
     video = build_model(cfg.model, load_pretrained=False).eval()
     report = inflate_imagenet(video, pretrain.to_2d_state_dict(net2d))
     # Everything but the classifier and the (fresh) NL blocks came from the 2D weights.

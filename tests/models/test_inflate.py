@@ -10,21 +10,14 @@ from torch import nn
 from nlrepro.config import load_config
 from nlrepro.models.inflate import inflate_imagenet, map_key
 from nlrepro.models.resnet3d import ResNet3D, build_model
+from helpers.models import randomise_bn
 
 
 @pytest.fixture(scope="module")
 def resnet50_2d() -> nn.Module:
     """A torchvision ResNet-50 with random weights and non-trivial BN (no download)."""
     torch.manual_seed(0)
-    net = torchvision.models.resnet50()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-    return net.eval()
+    return randomise_bn(torchvision.models.resnet50()).eval()
 
 
 def inflated(arch: str, net2d: nn.Module) -> tuple[ResNet3D, object]:
