@@ -26,7 +26,8 @@ SLURM = LauncherConfig(name="slurm", cpus_per_task=1, timeout_min=60, signal_del
 def test_local_launcher_reports_a_crash_and_runs_the_rest(tmp_path, capsys):
     missing = tmp_path / "no-such-videos"
     bad = prepare_run_dir(load_config("proxy", sets=[*TINY, f"data.root={missing}",
-                                                     "data.proxy=null"]), tmp_path / "bad")
+                                                     "data.proxy=null", "model.pretrained=null"]),
+                          tmp_path / "bad")
     good = prepare_run_dir(load_config("proxy", sets=[*TINY, f"data.root={tmp_path / 'proxy'}"]),
                            tmp_path / "good")
 

@@ -117,7 +117,7 @@ def test_a_crashing_run_comes_back_as_its_error(slurm_cluster, tmp_path):
 
     missing = tmp_path / "no-such-videos"
     cfg = load_config("proxy", sets=[f"data.root={missing}", "data.proxy=null",
-                                     "trainer.threads=1"])
+                                     "model.pretrained=null", "trainer.threads=1"])
     run = prepare_run_dir(cfg, tmp_path / "results" / "run")
     (outcome,) = launch_slurm([run], SMALL, tmp_path / "results" / ".submitit", poll_s=0.5)
     assert not outcome.ok and str(missing) in outcome.error
