@@ -358,7 +358,6 @@ def summarise(df: pd.DataFrame, mode: str, seconds: float) -> list[str]:
           "", case_table(ops).to_markdown(index=False), ""]
     md += _targets(ops)
     md += _literal(ops)
-    md += _sdpa_note(ops)
     kern = df[df.case.str.startswith("kernel ")]
     if len(kern):
         wide = kern.pivot_table(index="case", columns="variant", values="fwdbwd_ms", sort=False)
@@ -442,25 +441,6 @@ def _literal(ops: pd.DataFrame) -> list[str]:
                      f"(block / literal: {blk.fwdbwd_ms / r.fwdbwd_ms:.3f}× time, "
                      f"{_fmt(blk.peak_mib / r.peak_mib, 3)}× memory)")
     return lines
-
-
-def _sdpa_note(ops: pd.DataFrame) -> list[str]:
-    """Say why embedded-gaussian memory is not lower, when the cause is visible."""
-    soft = ops[(ops.instantiation == "embedded_gaussian") & (ops.variant == "block")]
-    if not len(soft):
-        return []
-    r = soft.iloc[0]
-    block, x = make(Case(r.stage, int(r.frames), r.instantiation, bool(r.subsample)), "block")
-    with torch.no_grad():
-        q, key, val, _ = block._embed(x)
-    strided = [n for n, t in (("q", q), ("k", key), ("v", val)) if t.stride(-1) != 1]
-    if not strided:
-        return []
-    return ["", f"Note: in {r.case} the block hands {', '.join(strided)} to "
-            "`F.scaled_dot_product_attention` as views with last-dimension stride ≠ 1 "
-            "(`NonLocalBlock._sets` permutes channels last without a copy); CPU SDPA then "
-            "takes its math path, which materialises the N×M softmax like the reference.  "
-            "That is why the embedded gaussian's memory ratio is near 1.0."]
 
 
 def _t_growth(ops: pd.DataFrame) -> list[str]:
