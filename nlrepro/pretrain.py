@@ -190,7 +190,10 @@ def ensure_frame_pretrained(cfg: RunConfig) -> Path:
         torch.set_num_threads(cfg.trainer.threads)
     log.info("frame pre-training (%d images x %d epochs) -> %s", cfg.data.proxy.pretrain_images,
              cfg.data.proxy.pretrain_epochs, path)
-    state, metrics = train_frames(cfg)
+    # The caller's RNG state is left as it was: a run must not depend on whether the weights
+    # were trained in its own process or found in the cache.
+    with torch.random.fork_rng(devices=[]):
+        state, metrics = train_frames(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)

@@ -123,6 +123,15 @@ def test_weights_are_trained_once_keyed_by_what_they_depend_on(tmp_path, monkeyp
         assert pretrain.weights_path(tiny(tmp_path, other)) != path, other
 
 
+def test_training_the_weights_leaves_the_callers_rng_alone(tmp_path):
+    """A run must not depend on whether its weights were trained in its process or cached."""
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    pretrain.ensure_frame_pretrained(tiny(tmp_path))  # trains
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_video_model_starts_from_the_cached_weights(tmp_path):
     cfg = tiny(tmp_path, "model.nonlocal.blocks=1")
     model = VideoClassifier.from_config(cfg).model
