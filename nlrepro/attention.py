@@ -29,7 +29,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -542,52 +542,78 @@ def proxy_masks(att: AttentionMap, clip: Clip) -> dict[str, torch.Tensor] | None
             "probe_frames": att.key.region_mask(regions["probe_frames"])}
 
 
+# Cross-time affinity on a proxy clip, both ways: (query mask, key masks) per direction.
+DIRECTIONS = {"probe_to_cue": ("probes", ("cue", "cue_frames")),
+              "cue_to_probe": ("cue_queries", ("probe_frames",))}
+
+
+def proxy_ratios(att: AttentionMap, masks: dict[str, torch.Tensor]
+                 ) -> dict[str, dict[str, dict[str, float]] | ValueError]:
+    """``{direction: {key region: cue_mass_ratio}}`` for both directions of ``DIRECTIONS``:
+    the probe's positions onto the cue (its box over its frames, its whole frames), and the
+    cue's positions onto the probe's frames.  The task is symmetric: a block can bring the
+    cue to the probe or the probe to the cue (then the match is computed where the cue is);
+    trained proxy models do the latter (docs/PROXY.md).  A direction whose queries or keys
+    are outside the clip's crop holds the ``ValueError`` instead."""
+    out: dict[str, Any] = {}
+    for direction, (queries, regions) in DIRECTIONS.items():
+        try:
+            out[direction] = {r: cue_mass_ratio(att, masks[queries], masks[r]) for r in regions}
+        except ValueError as err:
+            out[direction] = err
+    return out
+
+
+def _direction(att: AttentionMap, clip: Clip, direction: str) -> dict[str, dict[str, float]] | None:
+    masks = proxy_masks(att, clip)
+    if masks is None:
+        return None
+    result = proxy_ratios(att, masks)[direction]
+    if isinstance(result, ValueError):
+        raise result
+    return result
+
+
 def proxy_cue_ratio(att: AttentionMap, clip: Clip) -> dict[str, dict[str, float]] | None:
     """For a proxy clip: affinity from the probe positions onto the cue (its box over its
     frames) and onto the cue's frames, each against uniform (see ``cue_mass_ratio``)."""
-    masks = proxy_masks(att, clip)
-    if masks is None:
-        return None
-    return {name: cue_mass_ratio(att, masks["probes"], masks[name])
-            for name in ("cue", "cue_frames")}
+    return _direction(att, clip, "probe_to_cue")
 
 
 def proxy_probe_ratio(att: AttentionMap, clip: Clip) -> dict[str, dict[str, float]] | None:
-    """The other direction: affinity from the cue's positions onto the probe's frames.
-
-    The task is symmetric: a block can bring the cue to the probe or the probe to the cue
-    (then the match is computed where the cue is); trained proxy models do the latter
-    (docs/PROXY.md)."""
-    masks = proxy_masks(att, clip)
-    if masks is None:
-        return None
-    return {"probe_frames": cue_mass_ratio(att, masks["cue_queries"], masks["probe_frames"])}
+    """The other direction: affinity from the cue's positions onto the probe's frames."""
+    return _direction(att, clip, "cue_to_probe")
 
 
-def mean_cue_ratio(model: nn.Module, cfg: Any, paths: Sequence[Path], block: str | None,
-                   measure: Callable[[AttentionMap, Clip], dict | None] = proxy_cue_ratio
-                   ) -> dict[str, dict[str, float]] | None:
-    """``measure`` (``proxy_cue_ratio`` or ``proxy_probe_ratio``) over several proxy clips:
-    per region, the mean over clips of the queries' mass and of the uniform share, and
-    ``ratio`` = mean mass / mean uniform.  Clips that are no proxy clips, or where the
-    queries or the keys fall outside the crop, are left out; None when none is left."""
-    per: dict[str, dict[str, list[float]]] = {}
+def mean_ratios(model: nn.Module, cfg: Any, paths: Sequence[Path], block: str | None
+                ) -> dict[str, dict[str, dict[str, float]]]:
+    """``proxy_ratios`` over several proxy clips (one capture and one ground truth per clip):
+    per direction and key region, the mean over clips of the queries' mass and of the
+    uniform share, and ``ratio`` = mean mass / mean uniform.  Clips that are no proxy clips,
+    or where a direction's queries or keys fall outside the crop, are left out of that
+    direction; a direction measured on no clip is absent."""
+    per: dict[str, dict[str, dict[str, list[float]]]] = {}
     for path in paths:
         clip = load_clip(cfg, path)
-        try:
-            cue = measure(capture(model, clip.tensor, block), clip)
-        except ValueError:  # no probe query or no cue key in this clip's crop
+        att = capture(model, clip.tensor, block)
+        masks = proxy_masks(att, clip)
+        if masks is None:
             continue
-        for name, d in (cue or {}).items():
-            for k in ("mass", "uniform"):
-                per.setdefault(name, {}).setdefault(k, []).append(d[k])
-    if not per:
-        return None
-    out = {}
-    for name, d in per.items():
-        mass, uniform = sum(d["mass"]) / len(d["mass"]), sum(d["uniform"]) / len(d["uniform"])
-        out[name] = {"mass": mass, "uniform": uniform, "ratio": mass / uniform,
-                     "clips": len(d["mass"])}
+        for direction, regions in proxy_ratios(att, masks).items():
+            if isinstance(regions, ValueError):
+                continue
+            for region, d in regions.items():
+                for k in ("mass", "uniform"):
+                    per.setdefault(direction, {}).setdefault(region, {}).setdefault(
+                        k, []).append(d[k])
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for direction, regions in per.items():
+        for region, d in regions.items():
+            mass = sum(d["mass"]) / len(d["mass"])
+            uniform = sum(d["uniform"]) / len(d["uniform"])
+            out.setdefault(direction, {})[region] = {
+                "mass": mass, "uniform": uniform, "ratio": mass / uniform,
+                "clips": len(d["mass"])}
     return out
 
 
@@ -694,22 +720,18 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(threads)
 
 
-def _measure(model: nn.Module, cfg: Any, att: AttentionMap, clip: Clip, videos: int
-             ) -> dict[str, Any]:
-    """Both directions of cross-time affinity on the drawn clip and on ``videos`` test
-    videos: ``probe_to_cue`` (probe queries -> cue / cue frames) and ``cue_to_probe`` (cue
-    queries -> probe frames), each ``{"clip": ..., "test_videos": ...}``."""
+def _measure(model: nn.Module, cfg: Any, att: AttentionMap, clip: Clip,
+             masks: dict[str, torch.Tensor], videos: int) -> dict[str, Any]:
+    """Both directions of cross-time affinity (``DIRECTIONS``) on the drawn clip and on
+    ``videos`` test videos, each ``{"clip": ..., "test_videos": ...}``."""
+    mean = mean_ratios(model, cfg, proxy_test_videos(clip.path)[:videos], att.block) \
+        if videos else {}
     out: dict[str, Any] = {}
-    for name, measure in (("probe_to_cue", proxy_cue_ratio), ("cue_to_probe", proxy_probe_ratio)):
-        try:
-            out[name] = {"clip": _rounded(measure(att, clip))}
-        except ValueError as err:  # the queries or the keys are outside this clip's crop
-            out[name] = {"clip": {"error": str(err)}}
-        if videos:
-            mean = mean_cue_ratio(model, cfg, proxy_test_videos(clip.path)[:videos], att.block,
-                                  measure)
-            if mean is not None:
-                out[name]["test_videos"] = _rounded(mean)
+    for direction, result in proxy_ratios(att, masks).items():
+        out[direction] = {"clip": {"error": str(result)} if isinstance(result, ValueError)
+                          else _rounded(result)}
+        if direction in mean:
+            out[direction]["test_videos"] = _rounded(mean[direction])
     return out
 
 
@@ -727,7 +749,7 @@ def _render(args: argparse.Namespace, ckpt: Path, auto: bool) -> int:
     masks = proxy_masks(att, clip)
     measured: dict[str, Any] = {}
     if masks is not None:
-        measured = _measure(model, cfg, att, clip, args.ratio_videos)
+        measured = _measure(model, cfg, att, clip, masks, args.ratio_videos)
         ratios = {"probe_to_cue": _headline(measured, "probe_to_cue", "cue_frames"),
                   "cue_to_probe": _headline(measured, "cue_to_probe", "probe_frames")}
         known = {k: v for k, v in ratios.items() if v is not None}

@@ -621,9 +621,8 @@ def test_trained_proxy_block_looks_from_the_probes_at_the_cue(tmp_path, capsys):
 
     torch.manual_seed(0)
     fresh = VideoClassifier.from_config(model.cfg).eval()
-    measure = A.proxy_cue_ratio if probe_to_cue else A.proxy_probe_ratio
-    before = A.mean_cue_ratio(fresh, model.cfg, A.proxy_test_videos(video)[:100],
-                              report["block"], measure)[region]["ratio"]
+    before = A.mean_ratios(fresh, model.cfg, A.proxy_test_videos(video)[:100],
+                           report["block"])[cross["direction"]][region]["ratio"]
     assert 0.9 < before < 1.1, before
     # Keys are whole frames here (the res4 grid pooled to 1×1 per time step, 4 steps), so
     # the ceiling is 1 / uniform ≈ 2.5; trained runs measured 1.2 (94% top-1) to 1.96 (100%)
