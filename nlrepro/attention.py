@@ -497,16 +497,16 @@ def proxy_truth(path: Path) -> dict[str, list[Region]] | None:
         return None
     cfg = ProxyConfig(**record["proxy"])
     frames, info = proxy.render_indexed(cfg, split, int(index))  # as the writer drew it
-    (c0, c1), (cy, cx, side) = info.cue_frames, info.cue_box
+    (c0, c1), (cy, cx, side), p0 = info.cue_frames, info.cue_box, info.probe_start
     palette = np.concatenate([np.asarray(v, np.uint8).reshape(-1, 3)
                               for k, v in sorted(vars(proxy).items())
                               if k.endswith("_PALETTE")])
     painted = (frames[:, :, :, None, :] == palette).all(-1).any(-1)  # (T, H, W)
     painted[c0:c1, cy:cy + side, cx:cx + side] = False
-    d = getattr(proxy, "DISTRACTOR_SIZE", 3)
-    for t, y, x in getattr(info, "distractors", ()):
+    d = proxy.DISTRACTOR_SIZE
+    for t, y, x in info.distractors:
         painted[t, y:y + d, x:x + d] = False
-    painted[:getattr(info, "probe_start", c1)] = False
+    painted[:p0] = False
     probes: list[Region] = []
     for t, y in zip(*np.nonzero(painted.any(2))):
         row = np.concatenate([[False], painted[t, y], [False]]).astype(np.int8)
@@ -514,7 +514,6 @@ def proxy_truth(path: Path) -> dict[str, list[Region]] | None:
         for x0, x1 in zip(edges[::2], edges[1::2]):
             probes.append((int(t), int(t) + 1, int(y), int(y) + 1, int(x0), int(x1)))
     T, H, W = frames.shape[:3]
-    p0 = getattr(info, "probe_start", c1)
     return {"cue": [(c0, c1, cy, cy + side, cx, cx + side)], "probes": probes,
             "cue_frames": [(c0, c1, 0, H, 0, W)], "probe_frames": [(p0, T, 0, H, 0, W)]}
 
