@@ -38,6 +38,10 @@ class ConfigError(ValueError):
     """A bad key or value; the message names it and the valid choices."""
 
 
+# model.pretrained value for the proxy's own frame pre-training (nlrepro/pretrain.py).
+PROXY_FRAMES = "proxy-frames"
+
+
 @dataclass
 class NonLocalConfig:
     """Where and which non-local blocks (paper Sec. 3-4, Table 2a-d)."""
@@ -463,7 +467,7 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"optim.milestones: {m} must be a fraction in (0, 1)")
     if cfg.launcher.name == "slurm" and cfg.launcher.timeout_min < 1:
         raise ConfigError("launcher.timeout_min must be >= 1")
-    if cfg.model.pretrained == "proxy-frames" and d.proxy is None:
+    if cfg.model.pretrained == PROXY_FRAMES and d.proxy is None:
         raise ConfigError("model.pretrained: 'proxy-frames' needs the proxy data (data.proxy); "
                           "valid for other data: null, 'imagenet' or a 2D state-dict file")
     # Placement feasibility needs the network's stage sizes: checked by the model code.
@@ -489,11 +493,11 @@ def identity(cfg: RunConfig) -> dict:
     data["model"]["nonlocal"].pop("fill_small_stages", None)  # the placement says it all
     data["model"]["nonlocal"] = ({**data["model"]["nonlocal"], "blocks": placement,
                                   "stages": None} if placement else {"blocks": {}})
-    if cfg.model.pretrained == "proxy-frames":
+    if cfg.model.pretrained == PROXY_FRAMES:
         # The run depends on the frame pre-trained weights: hash what they depend on.
         from nlrepro.pretrain import identity as frames_identity
 
-        data["model"]["pretrained"] = {"proxy-frames": frames_identity(cfg)}
+        data["model"]["pretrained"] = {PROXY_FRAMES: frames_identity(cfg)}
     for key in NON_IDENTITY_KEYS:
         parts = key.split(".")
         node = data

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
-import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -32,11 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nlrepro.config import ConfigError, RunConfig
+from nlrepro.config import PROXY_FRAMES, RunConfig
+from nlrepro.utils import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
 
-KEYWORD = "proxy-frames"
 # The recipe (bump ``version`` when the training loop changes: cached weights are then retrained).
 RECIPE = {"version": 1, "batch_size": 16, "lr": 2e-3, "weight_decay": 0.05, "held_out": 500}
 FOLDER = "pretrained"
@@ -44,19 +43,14 @@ _STAGE = re.compile(r"^res([2-5])\.")
 
 
 def uses_frames(cfg: RunConfig) -> bool:
-    return cfg.model.pretrained == KEYWORD
+    return cfg.model.pretrained == PROXY_FRAMES
 
 
 def identity(cfg: RunConfig) -> dict[str, Any]:
     """Everything the weights depend on: 2D backbone, frame task, recipe."""
-    from nlrepro.data.proxy import config_record
+    from nlrepro.data.proxy import check_proxy_config, config_record
 
-    if cfg.data.proxy is None:
-        raise ConfigError(f"model.pretrained: {KEYWORD!r} needs the proxy data (data.proxy); "
-                          "use 'imagenet', a file, or null for other data")
-    from nlrepro.data.proxy import check_proxy_config
-
-    check_proxy_config(cfg.data.proxy)
+    check_proxy_config(cfg.data.proxy)  # config.validate made sure there is one
     m = cfg.model
     task = config_record(cfg.data.proxy)
     for key in ("num_train", "num_val", "num_test", "frames", "crf", "persist_cue"):
@@ -194,17 +188,10 @@ def ensure_frame_pretrained(cfg: RunConfig) -> Path:
     # were trained in its own process or found in the cache.
     with torch.random.fork_rng(devices=[]):
         state, metrics = train_frames(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)  # parallel trainers write the same bytes; either rename wins
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    from nlrepro.utils import atomic_write_json
-
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    # Parallel trainers write the same bytes; either rename wins.
+    atomic_write_bytes(path, buffer.getvalue())
     atomic_write_json(path.with_suffix(".json"), {"identity": identity(cfg), **metrics})
     log.info("frame pre-training: held-out top-1 %.1f%% in %.0f s", metrics["held_out_top1"],
              metrics["seconds"])

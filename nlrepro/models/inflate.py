@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nlrepro.config import ConfigError
+from nlrepro.config import PROXY_FRAMES, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def load_pretrained_2d(model: nn.Module, model_cfg: Any) -> InflateReport:
     """Apply ``model_cfg.pretrained`` ("imagenet" or a file path) to ``model``."""
     source = model_cfg.pretrained
-    if source == "proxy-frames":
+    if source == PROXY_FRAMES:
         raise ConfigError("model.pretrained: 'proxy-frames' is resolved from the whole run config "
                           "(nlrepro.pretrain.resolve); build the model through VideoClassifier")
     state = imagenet_state_dict(model_cfg.depth) if source == "imagenet" \
