@@ -11,11 +11,11 @@ import torch
 
 from nlrepro import pretrain
 from nlrepro.config import ConfigError, load_config
-from nlrepro.data.proxy import CORE_PALETTE, KEY_PALETTE
 from nlrepro.models.inflate import inflate_imagenet
 from nlrepro.models.resnet3d import build_model
 from nlrepro.module import VideoClassifier
 from helpers.models import randomise_bn
+from helpers.proxy_rule import label_from_pixels
 
 TINY = ["data.proxy.pretrain_images=32", "data.proxy.pretrain_epochs=1", "trainer.threads=1"]
 
@@ -64,30 +64,11 @@ def test_i3d_inflates_the_frame_weights(tmp_path):
 
 
 # ---- the image task ------------------------------------------------------------------------
-def nearest(pixel: np.ndarray, palette: np.ndarray) -> int:
-    return int(np.argmin(((palette.astype(float) - pixel) ** 2).sum(1)))
-
-
-def oracle(frame: np.ndarray) -> int:
-    """The task's rule read off one frame: cue = the dominant key colour, ring = the colour
-    just outside the core, label = 2 * (ring != cue) + core."""
-    f = frame.astype(float)
-    d_key = ((f[:, :, None] - KEY_PALETTE[None, None].astype(float)) ** 2).sum(-1)
-    d_core = ((f[:, :, None] - CORE_PALETTE[None, None].astype(float)) ** 2).sum(-1)
-    is_key = d_key.min(-1) < 40 ** 2
-    cue = int(np.bincount(d_key.argmin(-1)[is_key], minlength=3).argmax())
-    core_mask = d_core.min(-1) < 40 ** 2
-    core = int(np.bincount(d_core.argmin(-1)[core_mask], minlength=2).argmax())
-    ys, xs = np.nonzero(core_mask & (d_core.argmin(-1) == core))
-    ring = nearest(f[ys.min() - 1, xs.min()], KEY_PALETTE)
-    return 2 * int(ring != cue) + core
-
-
 def test_frames_show_cue_and_probe_together_and_are_labelled_by_the_rule(tmp_path):
     p = tiny(tmp_path).data.proxy
     frames, labels = pretrain.render_frames(p, 64)
     assert frames.shape == (64, p.size, p.size, 3) and frames.dtype == np.uint8
-    assert [oracle(f) for f in frames] == labels.tolist()
+    assert [label_from_pixels(f, f) for f in frames] == labels.tolist()
     assert set(labels.tolist()) == {0, 1, 2, 3}
 
 

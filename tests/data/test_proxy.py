@@ -11,6 +11,7 @@ import pytest
 
 from nlrepro.config import ConfigError, ProxyConfig, load_config
 from nlrepro.data import proxy
+from helpers.proxy_rule import label_from_pixels
 
 SMALL = ProxyConfig(num_train=6, num_val=3, num_test=3, frames=8, size=32, seed=3)
 
@@ -23,25 +24,9 @@ def _decode(path: Path) -> np.ndarray:
 
 
 def _oracle(frames: np.ndarray) -> int:
-    """The task's rule on decoded pixels: cue colour (early) vs probe ring colour (last frame).
-
-    The distractors are key-coloured too, but small: the cue's 16×16 square outnumbers them in
-    the early frames, and the ring is read right around the probe's (yellow/cyan) core."""
-    f = frames.astype(np.int32)
-
-    def nearest(img: np.ndarray, palette: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        dist = np.abs(img[..., None, :] - palette.astype(np.int32)).sum(-1)
-        return dist.argmin(-1), dist.min(-1) < 90
-
-    which, near = nearest(f[: len(f) * 3 // 8], proxy.KEY_PALETTE)  # cue: first 3/8
-    cue = int(np.bincount(which[near], minlength=3).argmax())
-    which, near = nearest(f[-1], proxy.CORE_PALETTE)
-    core = int(np.bincount(which[near], minlength=2).argmax())
-    ys, xs = np.nonzero(near & (which == core))
-    band = f[-1][max(ys.min() - 2, 0):ys.max() + 3, max(xs.min() - 2, 0):xs.max() + 3]
-    which, near = nearest(band, proxy.KEY_PALETTE)  # the 2-px ring around the core
-    ring = int(np.bincount(which[near], minlength=3).argmax())
-    return (0 if ring == cue else 2) + core
+    """The task's rule on decoded pixels: cue colour (first 3/8 of the clip) vs the probe's
+    ring and core (last frame)."""
+    return label_from_pixels(frames[: len(frames) * 3 // 8], frames[-1])
 
 
 @pytest.fixture(scope="module")
