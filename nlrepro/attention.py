@@ -466,24 +466,14 @@ Region = tuple[float, float, float, float, float, float]
 
 
 def proxy_truth(path: Path) -> dict[str, list[Region]] | None:
-    """Where the cue and the probes of a proxy video are, in source units; None otherwise.
+    """Where the cue and the probe of a proxy video are, in source units; None otherwise.
 
     The generator is deterministic per clip (``<root>/<split>/<class>/<split>_<index>.mp4``
-    and ``<root>/proxy_config.json``), so the clip is rendered again (before H.264):
-
-    - ``cue``: the ``ClipInfo.cue_box`` square over ``ClipInfo.cue_frames``;
-    - ``cue_frames``: the whole frames ``ClipInfo.cue_frames``;
-    - ``probes``: from ``ClipInfo.probe_start`` on, every pixel painted in a palette colour
-      (``proxy.*_PALETTE``: the probes' ring and core colours) outside the cue, as one box
-      per frame and run of pixels along a row, leaving out the distractor squares
-      (``ClipInfo.distractors``, drawn in key colours).  The background (noise around a dark
-      grey) never hits a saturated palette colour exactly.
-
-    Only ``ClipInfo``'s cue fields, ``probe_start`` and ``distractors`` are read, so the number
-    and look of the probes may change without touching this function.
+    and ``<root>/proxy_config.json``), so the clip is rendered again and its ``ClipInfo``
+    read: ``cue`` is the ``cue_box`` square over ``cue_frames``; ``probes`` the probe's box
+    in each of its frames (``probe_boxes``, drawn over any decoy); ``cue_frames`` and
+    ``probe_frames`` the whole frames of each event.
     """
-    import numpy as np
-
     from nlrepro.config import ProxyConfig
     from nlrepro.data import proxy
 
@@ -498,21 +488,8 @@ def proxy_truth(path: Path) -> dict[str, list[Region]] | None:
     cfg = ProxyConfig(**record["proxy"])
     frames, info = proxy.render_indexed(cfg, split, int(index))  # as the writer drew it
     (c0, c1), (cy, cx, side), p0 = info.cue_frames, info.cue_box, info.probe_start
-    palette = np.concatenate([np.asarray(v, np.uint8).reshape(-1, 3)
-                              for k, v in sorted(vars(proxy).items())
-                              if k.endswith("_PALETTE")])
-    painted = (frames[:, :, :, None, :] == palette).all(-1).any(-1)  # (T, H, W)
-    painted[c0:c1, cy:cy + side, cx:cx + side] = False
-    d = proxy.DISTRACTOR_SIZE
-    for t, y, x in info.distractors:
-        painted[t, y:y + d, x:x + d] = False
-    painted[:p0] = False
-    probes: list[Region] = []
-    for t, y in zip(*np.nonzero(painted.any(2))):
-        row = np.concatenate([[False], painted[t, y], [False]]).astype(np.int8)
-        edges = np.flatnonzero(np.diff(row))  # run starts and stops, alternating
-        for x0, x1 in zip(edges[::2], edges[1::2]):
-            probes.append((int(t), int(t) + 1, int(y), int(y) + 1, int(x0), int(x1)))
+    k = proxy.PROBE_SIZE
+    probes: list[Region] = [(t, t + 1, y, y + k, x, x + k) for t, y, x in info.probe_boxes]
     T, H, W = frames.shape[:3]
     return {"cue": [(c0, c1, cy, cy + side, cx, cx + side)], "probes": probes,
             "cue_frames": [(c0, c1, 0, H, 0, W)], "probe_frames": [(p0, T, 0, H, 0, W)]}
@@ -624,8 +601,9 @@ def auto_checkpoint(profile: str, results: Path, seed: int, sets: list[str],
     The run is the table's own (same config hash), so ``make table2a`` and ``make figure3``
     share it: a done run (or a done twin under another table) is reused; on the proxy a
     missing one is trained here.  ``best``: of the row's seeds that are done, the one with the
-    highest test top-1 (a figure of what a trained block does shows the best-trained model,
-    chosen by accuracy, never by how its attention looks); ``seed`` when none is done.
+    highest test top-1, ties broken by the lower validation loss (a figure of what a trained
+    block does shows the best-trained model, chosen by its fit, never by how its attention
+    looks); ``seed`` when none is done.
     """
     from nlrepro.sweep import expand, grid_path, load_grid, reuse_done_twin, write_spec
     from nlrepro.train import read_summary, train_run_dir
@@ -635,10 +613,10 @@ def auto_checkpoint(profile: str, results: Path, seed: int, sets: list[str],
     spec = next((s for s in specs if s.seed == seed), None)
     if best:
         done = [s for s in specs if reuse_done_twin(s, results)]
-        top1 = {s.seed: (read_summary(s.run_dir) or {}).get("metrics", {}).get("test/top1_video")
-                for s in done}
-        ranked = sorted((s for s in done if top1[s.seed] is not None),
-                        key=lambda s: (-top1[s.seed], s.seed))
+        metrics = {s.seed: (read_summary(s.run_dir) or {}).get("metrics", {}) for s in done}
+        ranked = sorted((s for s in done if metrics[s.seed].get("test/top1_video") is not None),
+                        key=lambda s: (-metrics[s.seed]["test/top1_video"],
+                                       metrics[s.seed].get("val/loss", float("inf")), s.seed))
         spec = ranked[0] if ranked else spec
     if spec is None:
         raise ConfigError(f"--seed {seed}: Table {AUTO_TABLE} runs seeds "
@@ -680,7 +658,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the rendering and, for auto, of the Table 2a run used")
     parser.add_argument("--best", action="store_true",
-                        help="auto: use the done Table 2a seed with the highest test top-1")
+                        help="auto: use the done Table 2a seed with the highest test top-1 "
+                             "(ties: the lower validation loss)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: one clip is small, and more threads "
                              "than idle cores slow CPU inference down by orders of magnitude)")

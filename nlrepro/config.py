@@ -114,6 +114,9 @@ class ProxyConfig:
     noise: float = 8.0
     distractors: int = 2
     crf: int = 20
+    # Fraction of clips with decoys: a probe-like ring during the cue, a cue-like square
+    # during the probe, so that averaging over time cannot tell cue from decoy (docs/PROXY.md).
+    decoys: float = 0.0
     # Curriculum: this fraction of *training* clips keeps the cue on screen to the end, so cue
     # and probe share frames there; validation and test clips never do (docs/PROXY.md).
     persist_cue: float = 0.0

@@ -40,7 +40,7 @@ from nlrepro.config import ConfigError, ProxyConfig, RunConfig
 from nlrepro.data.video import DECODED_DIR, open_video, read_frames, write_decoded
 
 # Bump when the rendering changes: a folder written by another version is not reused.
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 # label = 2 * (probe ring colour != cue colour) + core colour
 CLASSES = ("match_yellow", "match_cyan", "clash_yellow", "clash_cyan")
 SPLITS = ("train", "val", "test")
@@ -78,6 +78,9 @@ class ClipInfo:
     probe_key: int                         # ring colour (KEY_PALETTE index)
     probe_core: int                        # core colour (CORE_PALETTE index)
     distractors: tuple[tuple[int, int, int], ...] = ()  # (t, y, x) of every distractor square
+    probe_boxes: tuple[tuple[int, int, int], ...] = ()  # (t, y, x) of the PROBE_SIZE probe
+    decoy_square: tuple[int, int, int] | None = None     # y, x, side over the probe's frames
+    decoy_ring: tuple[int, int] | None = None            # y, x of a probe-like ring, cue's frames
 
 
 def check_proxy_config(p: ProxyConfig) -> None:
@@ -96,6 +99,7 @@ def check_proxy_config(p: ProxyConfig) -> None:
     need(0 <= p.crf <= 51, "crf", p.crf, "choose 0..51 (libx264 constant rate factor)")
     need(0 <= p.noise <= 64, "noise", p.noise, "choose 0..64 (pixel noise std)")
     need(0 <= p.distractors <= 8, "distractors", p.distractors, "choose 0..8")
+    need(0.0 <= p.decoys <= 1.0, "decoys", p.decoys, "choose a fraction of clips in [0, 1]")
     need(isinstance(p.pretrain_images, int) and p.pretrain_images >= 16, "pretrain_images",
          p.pretrain_images, "give at least 16 frames (one batch)")
     need(isinstance(p.pretrain_epochs, int) and p.pretrain_epochs >= 1, "pretrain_epochs",
@@ -135,36 +139,58 @@ def render_clip(rng: np.random.Generator, p: ProxyConfig, persist_cue: bool = Fa
             y, x = np.clip(np.round(pos + vel * t), 0, S - d).astype(int)
             clip[t, y:y + d, x:x + d] = colour
             boxes.append((t, int(y), int(x)))
-    # The cue: a large square in a key colour, early in the clip.
     c0 = r * int(rng.integers(CUE_START_MAX + 1))
     c1 = T if persist_cue else c0 + r * CUE_LENGTH
     cy, cx = (int(v) for v in rng.integers(0, S - p.cue_size + 1, 2))
+    p0 = r * int(rng.integers(PROBE_START[0], PROBE_START[1] + 1))
+    # Decoys (drawn under the cue and the probe, which stay whole): a cue-like square over
+    # the probe's frames and a probe-like ring over the cue's, in random colours.  Averaged
+    # over time, "which big square" and "which ring" are then ambiguous: only a lookup that
+    # picks the right frames tells cue from decoy.  Drawn for every clip (same stream), kept
+    # for a fraction; never with a persisting cue, which would look like the decoy square.
+    dy, dx = (int(v) for v in rng.integers(0, S - p.cue_size + 1, 2))
+    ry, rx = (int(v) for v in 2 * rng.integers(0, (S - k) // 2 + 1, 2))
+    colours = rng.integers(len(KEY_PALETTE), size=2), int(rng.integers(len(CORE_PALETTE)))
+    decoys = rng.uniform() < p.decoys and not persist_cue
+    if decoys:
+        clip[p0:T, dy:dy + p.cue_size, dx:dx + p.cue_size] = KEY_PALETTE[colours[0][0]]
+        clip[c0:c1, ry:ry + k, rx:rx + k] = KEY_PALETTE[colours[0][1]]
+        clip[c0:c1, ry + ring:ry + k - ring, rx + ring:rx + k - ring] = CORE_PALETTE[colours[1]]
+    # The cue: a large square in a key colour, early in the clip.
     clip[c0:c1, cy:cy + p.cue_size, cx:cx + p.cue_size] = KEY_PALETTE[cue]
     # The probe: late, on even pixels (4:2:0 chroma), drifting 0 or 2 px per 2 base frames.
-    p0 = r * int(rng.integers(PROBE_START[0], PROBE_START[1] + 1))
     pos = 2 * rng.integers(1, (S - k) // 2, 2)
     vel = 2 * rng.integers(-1, 2, 2)
+    probe_boxes = []
     for t in range(p0, T):
         y, x = np.clip(pos + vel * ((t - p0) // (2 * r)), 0, S - k)
         clip[t, y:y + k, x:x + k] = KEY_PALETTE[key]
         clip[t, y + ring:y + k - ring, x + ring:x + k - ring] = CORE_PALETTE[core]
+        probe_boxes.append((t, int(y), int(x)))
     label = (0 if match else 2) + core
     info = ClipInfo(label=label, cue_colour=cue, cue_frames=(c0, c1),
                     cue_box=(cy, cx, p.cue_size), probe_start=p0, probe_key=key,
-                    probe_core=core, distractors=tuple(boxes))
+                    probe_core=core, distractors=tuple(boxes), probe_boxes=tuple(probe_boxes),
+                    decoy_square=(dy, dx, p.cue_size) if decoys else None,
+                    decoy_ring=(ry, rx) if decoys else None)
     return np.clip(clip, 0, 255).astype(np.uint8), info
 
 
 def write_video(path: Path, frames: np.ndarray, crf: int, fps: int = FPS) -> None:
-    """H.264 (libx264, yuv420p, one thread: byte-identical output for the same frames)."""
+    """H.264 (libx264, yuv420p): byte-identical output for the same frames.
+
+    Two settings make it so. One thread: PyAV's default (auto, sliced) is not bit-exact. And
+    no macroblock-tree rate control (``mbtree=0``): on these tiny frames x264's mb-tree reads
+    memory it never wrote, so the same frames gave one of several streams depending on what
+    the process had allocated before (measured: 8 in 100 encodes of one clip differed)."""
     import av
 
     with av.open(str(path), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps, options={
-            "crf": str(crf), "preset": "veryfast", "threads": "1"})
+            "crf": str(crf), "preset": "veryfast", "threads": "1", "x264-params": "mbtree=0"})
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.codec_context.thread_count = 1  # PyAV's default (auto, sliced) is not bit-exact
+        stream.codec_context.thread_count = 1
         container.metadata.clear()
         for t, img in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")

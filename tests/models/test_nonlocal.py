@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from nlrepro.models import non_local
-from nlrepro.models.non_local import NonLocalBlock, _dot_product, _relu_sum
+from nlrepro.models.non_local import SOFTMAX, NonLocalBlock, _dot_product, _relu_sum
 
 INSTANTIATIONS = ["gaussian", "embedded_gaussian", "dot_product", "concatenation"]
 SCOPES = ["spacetime", "space", "time"]
@@ -295,6 +295,22 @@ def test_padded_softmax_kernel_is_exact():
     v = torch.randn(3, 7, 4, dtype=torch.float64)
     want = torch.softmax(q @ k.transpose(1, 2) * 0.3, -1) @ v
     torch.testing.assert_close(non_local._softmax_attention_padded(q, k, v, 0.3), want)
+
+
+@pytest.mark.parametrize("instantiation", SOFTMAX)
+@pytest.mark.parametrize("hw, fused", [((4, 4), True), ((2, 2), False)], ids=["m>C", "m<=C"])
+def test_softmax_fuses_only_where_the_affinity_is_the_largest_tensor(
+        monkeypatch, instantiation, hw, fused):
+    """m > C: the fused/chunked kernel; m <= C: the materialised form (cheaper on short rows).
+    Either way the output is the equations'."""
+    calls = []
+    kernel = non_local._softmax_attention
+    monkeypatch.setattr(non_local, "_softmax_attention",
+                        lambda *a: calls.append(a[1].shape) or kernel(*a))
+    block = randomised(NonLocalBlock(6, instantiation, subsample=False).double())
+    x = torch.randn(2, 6, 1, *hw, dtype=torch.float64)   # m = 16 or 4 keys, C = 6
+    torch.testing.assert_close(block(x), reference(block, x)[0], rtol=0, atol=1e-10)
+    assert bool(calls) == fused == non_local.fuses_softmax(hw[0] * hw[1], 6)
 
 
 @pytest.mark.parametrize("instantiation", INSTANTIATIONS)
