@@ -29,7 +29,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -196,13 +196,19 @@ def auto_queries(att: AttentionMap, count: int = 1, among: torch.Tensor | None =
     return [int(i) for i in order[:count]]
 
 
+def lookup_mass(att: AttentionMap, target: torch.Tensor) -> torch.Tensor:
+    """``(N,)``: the share of each query's (absolute, reachable) affinity on the keys in
+    ``target`` ``(M,)``."""
+    w = att.weights.abs() * att.reachable
+    return (w * target).sum(1) / w.sum(1).clamp_min(1e-12)
+
+
 def strongest_queries(att: AttentionMap, source: torch.Tensor, target: torch.Tensor,
                       count: int = 1) -> list[int]:
     """The ``count`` queries in ``source`` ``(N,)`` that put the most affinity mass on the keys
     in ``target`` ``(M,)`` (the figure's example of a lookup; the ratio over test videos says
     how typical it is).  Ties go to the lower index."""
-    w = att.weights.abs() * att.reachable
-    mass = (w * target).sum(1) / w.sum(1).clamp_min(1e-12)
+    mass = lookup_mass(att, target)
     score = torch.where(source.to(torch.bool), mass, torch.full_like(mass, -1.0))
     order = torch.argsort(-score, stable=True)
     return [int(i) for i in order[:count]]
@@ -561,6 +567,17 @@ def proxy_probe_ratio(att: AttentionMap, clip: Clip) -> dict[str, dict[str, floa
     return _direction(att, clip, "cue_to_probe")
 
 
+def _proxy_captures(model: nn.Module, cfg: Any, paths: Sequence[Path], block: str | None
+                    ) -> Iterator[tuple[Path, AttentionMap, dict[str, torch.Tensor]]]:
+    """(path, affinity, ``proxy_masks``) for each proxy clip of ``paths``, one at a time."""
+    for path in paths:
+        clip = load_clip(cfg, path)
+        att = capture(model, clip.tensor, block)
+        masks = proxy_masks(att, clip)
+        if masks is not None:
+            yield path, att, masks
+
+
 def mean_ratios(model: nn.Module, cfg: Any, paths: Sequence[Path], block: str | None
                 ) -> dict[str, dict[str, dict[str, float]]]:
     """``proxy_ratios`` over several proxy clips (one capture and one ground truth per clip):
@@ -569,12 +586,7 @@ def mean_ratios(model: nn.Module, cfg: Any, paths: Sequence[Path], block: str | 
     or where a direction's queries or keys fall outside the crop, are left out of that
     direction; a direction measured on no clip is absent."""
     per: dict[str, dict[str, dict[str, list[float]]]] = {}
-    for path in paths:
-        clip = load_clip(cfg, path)
-        att = capture(model, clip.tensor, block)
-        masks = proxy_masks(att, clip)
-        if masks is None:
-            continue
+    for _, att, masks in _proxy_captures(model, cfg, paths, block):
         for direction, regions in proxy_ratios(att, masks).items():
             if isinstance(regions, ValueError):
                 continue
@@ -591,6 +603,31 @@ def mean_ratios(model: nn.Module, cfg: Any, paths: Sequence[Path], block: str | 
                 "mass": mass, "uniform": uniform, "ratio": mass / uniform,
                 "clips": len(d["mass"])}
     return out
+
+
+EXAMPLE = "example"
+EXAMPLE_MASS = 0.5
+
+
+def lookup_masks(masks: dict[str, torch.Tensor], direction: str
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(queries, keys) of a direction: the probe's positions and the cue's frames, or the
+    cue's positions and the probe's frames."""
+    return ((masks["probes"], masks["cue_frames"]) if direction == "probe_to_cue"
+            else (masks["cue_queries"], masks["probe_frames"]))
+
+
+def example_video(model: nn.Module, cfg: Any, paths: Sequence[Path], block: str | None,
+                  direction: str, min_mass: float = EXAMPLE_MASS) -> Path:
+    """The first of ``paths`` (proxy test clips, in list order) where some query of
+    ``direction`` puts at least ``min_mass`` of its affinity on the other event's frames: an
+    example of the lookup that the ratio over the test clips measures (the ratio, not the
+    example, is the evidence).  The first clip when none does."""
+    for path, att, masks in _proxy_captures(model, cfg, paths, block):
+        source, target = lookup_masks(masks, direction)
+        if source.any() and float(lookup_mass(att, target)[source.bool()].max()) >= min_mass:
+            return path
+    return paths[0]
 
 
 # ---- command line ---------------------------------------------------------------------------
@@ -637,7 +674,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a .ckpt file, a run folder, or 'auto' (Table 2a's 1-block "
                              "embedded-Gaussian run of --profile; trained if missing on proxy)")
     parser.add_argument("--video", default="0",
-                        help="a video file, or an index into the run's test list (default 0)")
+                        help="a video file, an index into the run's test list (default 0), or "
+                             f"'{EXAMPLE}' (proxy: the first test clip where a query of the "
+                             "dominant direction puts >= half its affinity on the other "
+                             "event's frames)")
     parser.add_argument("--block", default=None,
                         help="NL block, e.g. res3.1 (default: the first one)")
     parser.add_argument("--query", action="append", default=None, metavar="auto|t,y,x",
@@ -698,12 +738,10 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(threads)
 
 
-def _measure(model: nn.Module, cfg: Any, att: AttentionMap, clip: Clip,
-             masks: dict[str, torch.Tensor], videos: int) -> dict[str, Any]:
-    """Both directions of cross-time affinity (``DIRECTIONS``) on the drawn clip and on
-    ``videos`` test videos, each ``{"clip": ..., "test_videos": ...}``."""
-    mean = mean_ratios(model, cfg, proxy_test_videos(clip.path)[:videos], att.block) \
-        if videos else {}
+def _measure(att: AttentionMap, masks: dict[str, torch.Tensor],
+             mean: dict[str, Any]) -> dict[str, Any]:
+    """Both directions of cross-time affinity (``DIRECTIONS``) on the drawn clip and, from
+    ``mean`` (``mean_ratios``), on the test videos, each ``{"clip": ..., "test_videos": ...}``."""
     out: dict[str, Any] = {}
     for direction, result in proxy_ratios(att, masks).items():
         out[direction] = {"clip": {"error": str(result)} if isinstance(result, ValueError)
@@ -719,22 +757,36 @@ def _headline(measured: dict[str, Any], name: str, region: str) -> float | None:
     return (d.get("test_videos") or d["clip"]).get(region, {}).get("ratio")
 
 
+def _dominant(ratios: dict[str, float | None]) -> str:
+    known = {k: v for k, v in ratios.items() if v is not None}
+    return max(known, key=known.get) if known else "probe_to_cue"
+
+
 def _render(args: argparse.Namespace, ckpt: Path, auto: bool) -> int:
     model = load_classifier(ckpt)
     cfg = model.cfg
-    clip = load_clip(cfg, video_path(cfg, args.video))
+    example = args.video == EXAMPLE
+    first = video_path(cfg, "0" if example else args.video)
+    tests = proxy_test_videos(first)[:args.ratio_videos] \
+        if proxy_truth(first) is not None else []
+    if example and not tests:
+        raise ConfigError(f"--video {EXAMPLE}: needs a proxy run and --ratio-videos >= 1 (the "
+                          "example is chosen by the direction measured on the test clips)")
+    mean = mean_ratios(model, cfg, tests, args.block) if tests else {}
+    ratios = {"probe_to_cue": mean.get("probe_to_cue", {}).get("cue_frames", {}).get("ratio"),
+              "cue_to_probe": mean.get("cue_to_probe", {}).get("probe_frames", {}).get("ratio")}
+    path = example_video(model, cfg, tests, args.block, _dominant(ratios)) if example else first
+    clip = load_clip(cfg, path)
     att = capture(model, clip.tensor, args.block)
     masks = proxy_masks(att, clip)
     measured: dict[str, Any] = {}
     if masks is not None:
-        measured = _measure(model, cfg, att, clip, masks, args.ratio_videos)
+        measured = _measure(att, masks, mean)
         ratios = {"probe_to_cue": _headline(measured, "probe_to_cue", "cue_frames"),
                   "cue_to_probe": _headline(measured, "cue_to_probe", "probe_frames")}
-        known = {k: v for k, v in ratios.items() if v is not None}
-        direction = max(known, key=known.get) if known else "probe_to_cue"
+        direction = _dominant(ratios)
         # Draw the direction the block uses more: its strongest lookup in this clip.
-        source, target = ((masks["probes"], masks["cue_frames"]) if direction == "probe_to_cue"
-                          else (masks["cue_queries"], masks["probe_frames"]))
+        source, target = lookup_masks(masks, direction)
     queries: list[int] = []
     for q in args.query or ["auto"]:
         if q != "auto":

@@ -571,6 +571,34 @@ def test_auto_reuses_a_done_twin_run_and_measures_the_proxy_clip(proxy_root, tmp
     shown = A.load_clip(loaded.cfg, report["video"])
     again = A.proxy_cue_ratio(A.capture(loaded, shown.tensor), shown)
     assert again["cue_frames"]["ratio"] == pytest.approx(clip["cue_frames"]["ratio"], abs=1e-4)
+    # --video example: the clip example_video picks for the dominant direction; the same
+    # test-video numbers.
+    assert cli([*args, "--video", "example"]) == 0
+    chosen = json.loads(capsys.readouterr().out)
+    tests = A.proxy_test_videos(report["video"])
+    assert chosen["video"] == str(A.example_video(loaded, loaded.cfg, tests, None,
+                                                  cross["direction"]))
+    assert chosen["cross_time"] == cross
+
+
+def test_example_video_is_the_first_clip_with_a_strong_enough_lookup(proxy_root):
+    """For each direction and threshold: the first test clip (list order) in which a query of
+    that direction puts at least the threshold of its affinity on the other event's frames;
+    the first clip when none does."""
+    model = _model(sets=(f"data.root={proxy_root}", *SMALL_PROXY))
+    paths = A.proxy_test_videos(next(proxy_root.glob("test/*/*.mp4")))
+    assert len(paths) == 3
+    for direction in A.DIRECTIONS:
+        best = []
+        for path in paths:
+            clip = A.load_clip(model.cfg, path)
+            att = A.capture(model, clip.tensor)
+            source, target = A.lookup_masks(A.proxy_masks(att, clip), direction)
+            best.append(float(A.lookup_mass(att, target)[source.bool()].max()))
+        for threshold in sorted(set(best)) + [max(best) + 0.01]:
+            want = next((p for p, m in zip(paths, best) if m >= threshold), paths[0])
+            assert A.example_video(model, model.cfg, paths, None, direction,
+                                   min_mass=threshold) == want
 
 
 def test_auto_does_not_train_outside_the_proxy(tmp_path, capsys):
