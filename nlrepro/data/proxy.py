@@ -150,12 +150,13 @@ def render_clip(rng: np.random.Generator, p: ProxyConfig, persist_cue: bool = Fa
     # for a fraction; never with a persisting cue, which would look like the decoy square.
     dy, dx = (int(v) for v in rng.integers(0, S - p.cue_size + 1, 2))
     ry, rx = (int(v) for v in 2 * rng.integers(0, (S - k) // 2 + 1, 2))
-    colours = rng.integers(len(KEY_PALETTE), size=2), int(rng.integers(len(CORE_PALETTE)))
+    square_key, ring_key = (int(c) for c in rng.integers(len(KEY_PALETTE), size=2))
+    ring_core = int(rng.integers(len(CORE_PALETTE)))
     decoys = rng.uniform() < p.decoys and not persist_cue
     if decoys:
-        clip[p0:T, dy:dy + p.cue_size, dx:dx + p.cue_size] = KEY_PALETTE[colours[0][0]]
-        clip[c0:c1, ry:ry + k, rx:rx + k] = KEY_PALETTE[colours[0][1]]
-        clip[c0:c1, ry + ring:ry + k - ring, rx + ring:rx + k - ring] = CORE_PALETTE[colours[1]]
+        clip[p0:T, dy:dy + p.cue_size, dx:dx + p.cue_size] = KEY_PALETTE[square_key]
+        clip[c0:c1, ry:ry + k, rx:rx + k] = KEY_PALETTE[ring_key]
+        clip[c0:c1, ry + ring:ry + k - ring, rx + ring:rx + k - ring] = CORE_PALETTE[ring_core]
     # The cue: a large square in a key colour, early in the clip.
     clip[c0:c1, cy:cy + p.cue_size, cx:cx + p.cue_size] = KEY_PALETTE[cue]
     # The probe: late, on even pixels (4:2:0 chroma), drifting 0 or 2 px per 2 base frames.
