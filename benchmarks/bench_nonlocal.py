@@ -390,42 +390,43 @@ def summarise(df: pd.DataFrame, mode: str, seconds: float) -> list[str]:
     return md
 
 
-def _targets(all_ops: pd.DataFrame) -> list[str]:
+def _targets(ops: pd.DataFrame) -> list[str]:
     """The issue's targets, each with the measured value and met / not met."""
-    ops = all_ops
-    lines = ["## Targets", "",
-             f"Judged at {TARGET_SHAPE[0]} {TARGET_SHAPE[1]}×28² without subsampling, the shape "
-             "the issue's prototypes were measured at (other cases: the table above).", ""]
+    header = ["## Targets", "",
+              f"Judged at {TARGET_SHAPE[0]} {TARGET_SHAPE[1]}×28² without subsampling, the "
+              "shape the issue's prototypes were measured at (other cases: the table above).", ""]
+    lines = list(header)
     f = lambda ok: "met" if ok else "**not met**"  # noqa: E731
-    ops = ops[(ops.stage == TARGET_SHAPE[0]) & (ops.frames == TARGET_SHAPE[1]) & ~ops.subsample]
-    soft = ops[ops.instantiation.isin(["gaussian", "embedded_gaussian"])]
+    judged = ops[(ops.stage == TARGET_SHAPE[0]) & (ops.frames == TARGET_SHAPE[1])
+                 & ~ops.subsample]
+    soft = judged[judged.instantiation.isin(["gaussian", "embedded_gaussian"])]
     for case in soft.case.unique():
-        one = ops[ops.case == case]
+        one = judged[judged.case == case]
         mem = _ratio(one, "peak_mib").iloc[0]
         t = _ratio(one, "fwdbwd_ms").iloc[0]
         tf = _ratio(one, "fwd_ms").iloc[0]
         mem_ok = "n/a (memory not measured)" if pd.isna(mem) else f(mem <= 0.3)
         lines.append(f"- softmax, {case}: memory {mem:.2f}× (target ≤ 0.3: {mem_ok}); "
                      f"time f+b {t:.2f}×, fwd {tf:.2f}× (target ≤ 1.0: {f(max(t, tf) <= 1.0)})")
-    dot = ops[ops.instantiation == "dot_product"]
+    dot = judged[judged.instantiation == "dot_product"]
     for case in dot.case.unique():
-        one = ops[ops.case == case]
+        one = judged[judged.case == case]
         t, k = _ratio(one, "fwdbwd_ms").iloc[0], _kernel_ratio(one).dropna()
         kern = f"; kernel alone {k.iloc[0]:.3f}×" if len(k) else ""
         lines.append(f"- dot product, {case}: block f+b {t:.3f}× (target ≤ 0.2: {f(t <= 0.2)})"
                      f"{kern}")
-    cat = ops[ops.instantiation == "concatenation"]
+    cat = judged[judged.instantiation == "concatenation"]
     for case in cat.case.unique():
-        one = ops[ops.case == case]
+        one = judged[judged.case == case]
         t, k = _ratio(one, "fwdbwd_ms").iloc[0], _kernel_ratio(one).dropna()
         mem = _ratio(one, "peak_mib").iloc[0]
         kern = (f", kernel alone {k.iloc[0]:.3f}× ({f(k.iloc[0] <= 0.2)} for the kernel)"
                 if len(k) else "")
         lines.append(f"- concatenation, {case}: block f+b {t:.3f}× the split-weight N×M form "
                      f"(target ≤ 0.2: {f(t <= 0.2)}){kern}; memory {mem:.2f}×")
-    if len(lines) == 4:
+    if len(lines) == len(header):
         lines.append("- (no target case in this mode)")
-    growth = _t_growth(all_ops)
+    growth = _t_growth(ops)
     if growth:
         lines += ["", "## T doubled (forward+backward growth)", ""] + growth
     return lines

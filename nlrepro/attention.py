@@ -524,9 +524,11 @@ def proxy_masks(att: AttentionMap, clip: Clip) -> dict[str, torch.Tensor] | None
             "probe_frames": att.key.region_mask(regions["probe_frames"])}
 
 
-# Cross-time affinity on a proxy clip, both ways: (query mask, key masks) per direction.
+# Cross-time affinity on a proxy clip, both ways: (query mask, key masks) per direction, and
+# the key mask each direction is summed up by (the other event's whole frames).
 DIRECTIONS = {"probe_to_cue": ("probes", ("cue", "cue_frames")),
               "cue_to_probe": ("cue_queries", ("probe_frames",))}
+FRAMES = {"probe_to_cue": "cue_frames", "cue_to_probe": "probe_frames"}
 
 
 def proxy_ratios(att: AttentionMap, masks: dict[str, torch.Tensor]
@@ -535,7 +537,8 @@ def proxy_ratios(att: AttentionMap, masks: dict[str, torch.Tensor]
     the probe's positions onto the cue (its box over its frames, its whole frames), and the
     cue's positions onto the probe's frames.  The task is symmetric: a block can bring the
     cue to the probe or the probe to the cue (then the match is computed where the cue is);
-    trained proxy models do the latter (docs/PROXY.md).  A direction whose queries or keys
+    trained proxy models do either, depending on the seed (docs/PROXY.md).  A direction whose
+    queries or keys
     are outside the clip's crop holds the ``ValueError`` instead."""
     out: dict[str, Any] = {}
     for direction, (queries, regions) in DIRECTIONS.items():
@@ -546,25 +549,16 @@ def proxy_ratios(att: AttentionMap, masks: dict[str, torch.Tensor]
     return out
 
 
-def _direction(att: AttentionMap, clip: Clip, direction: str) -> dict[str, dict[str, float]] | None:
-    masks = proxy_masks(att, clip)
-    if masks is None:
-        return None
-    result = proxy_ratios(att, masks)[direction]
-    if isinstance(result, ValueError):
-        raise result
-    return result
-
-
 def proxy_cue_ratio(att: AttentionMap, clip: Clip) -> dict[str, dict[str, float]] | None:
     """For a proxy clip: affinity from the probe positions onto the cue (its box over its
     frames) and onto the cue's frames, each against uniform (see ``cue_mass_ratio``)."""
-    return _direction(att, clip, "probe_to_cue")
-
-
-def proxy_probe_ratio(att: AttentionMap, clip: Clip) -> dict[str, dict[str, float]] | None:
-    """The other direction: affinity from the cue's positions onto the probe's frames."""
-    return _direction(att, clip, "cue_to_probe")
+    masks = proxy_masks(att, clip)
+    if masks is None:
+        return None
+    result = proxy_ratios(att, masks)["probe_to_cue"]
+    if isinstance(result, ValueError):
+        raise result
+    return result
 
 
 def _proxy_captures(model: nn.Module, cfg: Any, paths: Sequence[Path], block: str | None
@@ -613,8 +607,7 @@ def lookup_masks(masks: dict[str, torch.Tensor], direction: str
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """(queries, keys) of a direction: the probe's positions and the cue's frames, or the
     cue's positions and the probe's frames."""
-    return ((masks["probes"], masks["cue_frames"]) if direction == "probe_to_cue"
-            else (masks["cue_queries"], masks["probe_frames"]))
+    return masks[DIRECTIONS[direction][0]], masks[FRAMES[direction]]
 
 
 def example_video(model: nn.Module, cfg: Any, paths: Sequence[Path], block: str | None,
@@ -773,8 +766,7 @@ def _render(args: argparse.Namespace, ckpt: Path, auto: bool) -> int:
         raise ConfigError(f"--video {EXAMPLE}: needs a proxy run and --ratio-videos >= 1 (the "
                           "example is chosen by the direction measured on the test clips)")
     mean = mean_ratios(model, cfg, tests, args.block) if tests else {}
-    ratios = {"probe_to_cue": mean.get("probe_to_cue", {}).get("cue_frames", {}).get("ratio"),
-              "cue_to_probe": mean.get("cue_to_probe", {}).get("probe_frames", {}).get("ratio")}
+    ratios = {d: mean.get(d, {}).get(r, {}).get("ratio") for d, r in FRAMES.items()}
     path = example_video(model, cfg, tests, args.block, _dominant(ratios)) if example else first
     clip = load_clip(cfg, path)
     att = capture(model, clip.tensor, args.block)
@@ -782,8 +774,7 @@ def _render(args: argparse.Namespace, ckpt: Path, auto: bool) -> int:
     measured: dict[str, Any] = {}
     if masks is not None:
         measured = _measure(att, masks, mean)
-        ratios = {"probe_to_cue": _headline(measured, "probe_to_cue", "cue_frames"),
-                  "cue_to_probe": _headline(measured, "cue_to_probe", "probe_frames")}
+        ratios = {d: _headline(measured, d, r) for d, r in FRAMES.items()}
         direction = _dominant(ratios)
         # Draw the direction the block uses more: its strongest lookup in this clip.
         source, target = lookup_masks(masks, direction)
