@@ -9,16 +9,21 @@ standing for a window of time steps, arrows from the query to its ``--top`` heav
 (alpha and width by weight), and below them the query's affinity over every key, summed per
 window and upsampled onto the frame.
 
-``cue_mass_ratio`` measures what the proxy task is built on: from query positions on the
-probes (late frames) the block should put far more affinity on the cue (early frames) than a
-uniform affinity over the keys the query can reach would.  For a proxy clip the generator is
-re-run to know where cue and probes are; ``--query auto`` then picks probe positions, and the
-ratio (on the drawn clip and averaged over ``--ratio-videos`` test clips) is printed in the
-JSON report, which is also saved next to the figure (``figure3.png`` -> ``figure3.json``).
+``cue_mass_ratio`` measures what the proxy task is built on: queries on one event (the probe,
+late; or the cue, early) should put far more affinity on the other event's frames than a
+uniform affinity over the keys they can reach would.  The task is symmetric, so a block may
+bring the cue to the probe or the probe to the cue; both directions are measured (trained
+5-block models look from the cue to the probe, docs/PROXY.md).  For a proxy clip the generator
+is re-run to know where cue and probes are; ``--query auto`` then picks a query of the
+direction the block uses more, and the ratios (on the drawn clip and averaged over
+``--ratio-videos`` test clips) are printed in the JSON report, which is also saved next to the
+figure (``figure3.png`` -> ``figure3.json``).
 
-``CKPT = auto`` is ``make figure3``: Table 2a's "Gaussian, embed" run of ``--profile`` through
-the sweep machinery (the same run folder as ``make table2a``; reused when done, trained here on
-the proxy when missing).
+``CKPT = auto`` is ``make figure3``: Table 2c's 5-block R50 run of ``--profile`` (the model the
+paper's Figure 3 comes from) through the sweep machinery (the same run folder as
+``make table2c``; reused when done, trained here on the proxy when missing).
+``--block strongest`` draws the block whose lookup between the proxy's two events is the
+largest multiple of uniform on the test clips; the report lists every block's ratios.
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ from torch import nn
 from nlrepro.config import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
-AUTO_TABLE, AUTO_ROW = "2a", "Gaussian, embed"  # 1 NL block, embedded Gaussian, res4
+# The paper's Figure 3 shows "a non-local block in res3 computed by a 5-block non-local model":
+# Table 2c's 5-block R50 row (embedded Gaussian; on the proxy every res3 and res4 block).
+AUTO_TABLE, AUTO_ROW, AUTO_DEPTH = "2c", "5-block", 50
 
 
 # ---- geometry ---------------------------------------------------------------------------
@@ -599,6 +606,36 @@ def mean_ratios(model: nn.Module, cfg: Any, paths: Sequence[Path], block: str | 
     return out
 
 
+def headline_ratios(mean: dict[str, dict[str, dict[str, float]]]) -> dict[str, float | None]:
+    """Per direction, the ratio on the other event's whole frames (``FRAMES``) from
+    ``mean_ratios``; None for a direction that was not measured."""
+    return {d: mean.get(d, {}).get(r, {}).get("ratio") for d, r in FRAMES.items()}
+
+
+def block_ratios(model: nn.Module, cfg: Any, paths: Sequence[Path]
+                 ) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """``mean_ratios`` of every NL block of ``model``, in the model's order."""
+    return {name: mean_ratios(model, cfg, paths, name) for name in nonlocal_blocks(model)}
+
+
+def strongest_block(per_block: dict[str, dict[str, dict[str, dict[str, float]]]]
+                    ) -> tuple[str, str, float]:
+    """(block, direction, ratio) of the largest headline ratio over blocks and both
+    directions (``block_ratios``); ties go to the earlier block.  Which block and which way
+    relate the two events is the training run's choice (docs/PROXY.md), so the figure shows
+    the block that does it most and the report lists all of them."""
+    best: tuple[str, str, float] | None = None
+    for name, mean in per_block.items():
+        for direction, ratio in headline_ratios(mean).items():
+            if ratio is not None and (best is None or ratio > best[2]):
+                best = (name, direction, ratio)
+    if best is None:
+        raise ConfigError("--block strongest: no block's cross-time affinity could be measured "
+                         "on these clips")
+    return best
+
+
+STRONGEST = "strongest"
 EXAMPLE = "example"
 EXAMPLE_MASS = 0.5
 
@@ -610,12 +647,19 @@ def lookup_masks(masks: dict[str, torch.Tensor], direction: str
     return masks[DIRECTIONS[direction][0]], masks[FRAMES[direction]]
 
 
+def typical_mass(mean: dict[str, dict[str, dict[str, float]]], direction: str) -> float:
+    """The mean share of affinity that ``direction``'s queries put on the other event's
+    frames over the test clips (``mean_ratios``); ``EXAMPLE_MASS`` when not measured."""
+    return mean.get(direction, {}).get(FRAMES[direction], {}).get("mass", EXAMPLE_MASS)
+
+
 def example_video(model: nn.Module, cfg: Any, paths: Sequence[Path], block: str | None,
                   direction: str, min_mass: float = EXAMPLE_MASS) -> Path:
     """The first of ``paths`` (proxy test clips, in list order) where some query of
     ``direction`` puts at least ``min_mass`` of its affinity on the other event's frames: an
     example of the lookup that the ratio over the test clips measures (the ratio, not the
-    example, is the evidence).  The first clip when none does."""
+    example, is the evidence; the command passes ``typical_mass``, so the example is as strong
+    as the average query, not a borderline one).  The first clip when none does."""
     for path, att, masks in _proxy_captures(model, cfg, paths, block):
         source, target = lookup_masks(masks, direction)
         if source.any() and float(lookup_mass(att, target)[source.bool()].max()) >= min_mass:
@@ -626,9 +670,9 @@ def example_video(model: nn.Module, cfg: Any, paths: Sequence[Path], block: str 
 # ---- command line ---------------------------------------------------------------------------
 def auto_checkpoint(profile: str, results: Path, seed: int, sets: list[str],
                     best: bool = False) -> Path:
-    """The checkpoint of Table 2a's "Gaussian, embed" run (1 NL block in res4) for ``seed``.
+    """The checkpoint of Table 2c's 5-block R50 run (``AUTO_*``) for ``seed``.
 
-    The run is the table's own (same config hash), so ``make table2a`` and ``make figure3``
+    The run is the table's own (same config hash), so ``make table2c`` and ``make figure3``
     share it: a done run (or a done twin under another table) is reused; on the proxy a
     missing one is trained here.  ``best``: of the row's seeds that are done, the one with the
     highest test top-1, ties broken by the lower validation loss (a figure of what a trained
@@ -639,7 +683,7 @@ def auto_checkpoint(profile: str, results: Path, seed: int, sets: list[str],
     from nlrepro.train import read_summary, train_run_dir
 
     specs = [s for s in expand(load_grid(grid_path(AUTO_TABLE)), profile, results, sets)
-             if AUTO_ROW in s.labels]
+             if AUTO_ROW in s.labels and s.depth == AUTO_DEPTH]
     spec = next((s for s in specs if s.seed == seed), None)
     if best:
         done = [s for s in specs if reuse_done_twin(s, results)]
@@ -664,15 +708,18 @@ def auto_checkpoint(profile: str, results: Path, seed: int, sets: list[str],
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("ckpt", metavar="CKPT",
-                        help="a .ckpt file, a run folder, or 'auto' (Table 2a's 1-block "
-                             "embedded-Gaussian run of --profile; trained if missing on proxy)")
+                        help="a .ckpt file, a run folder, or 'auto' (Table 2c's 5-block R50 "
+                             "run of --profile, the paper's Figure 3 model; trained if missing "
+                             "on proxy)")
     parser.add_argument("--video", default="0",
                         help="a video file, an index into the run's test list (default 0), or "
                              f"'{EXAMPLE}' (proxy: the first test clip where a query of the "
-                             "dominant direction puts >= half its affinity on the other "
-                             "event's frames)")
+                             "dominant direction puts at least the test clips' mean share of "
+                             "its affinity on the other event's frames)")
     parser.add_argument("--block", default=None,
-                        help="NL block, e.g. res3.1 (default: the first one)")
+                        help="NL block, e.g. res3.1, or 'strongest' (proxy: the block whose "
+                             "lookup between cue and probe is the largest multiple of uniform "
+                             "on the --ratio-videos test clips); default: the first one")
     parser.add_argument("--query", action="append", default=None, metavar="auto|t,y,x",
                         help="query position on the block's grid; repeat for several "
                              "(default: auto = the most peaked affinity, on a probe for a "
@@ -686,12 +733,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "for auto, else the run folder); the report goes next to it as "
                              "FILE.json")
     parser.add_argument("--ratio-videos", type=int, default=50,
-                        help="proxy only: also average the probe->cue mass ratio over the first "
-                             "N test videos (default 50; 0: only the drawn clip)")
+                        help="proxy only: also average the cross-time mass ratios (probe->cue, "
+                             "cue->probe) over the first N test videos (default 50; 0: only "
+                             "the drawn clip)")
     parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the rendering and, for auto, of the Table 2a run used")
+                        help="seed of the rendering and, for auto, of the Table 2c run used")
     parser.add_argument("--best", action="store_true",
-                        help="auto: use the done Table 2a seed with the highest test top-1 "
+                        help="auto: use the done Table 2c seed with the highest test top-1 "
                              "(ties: the lower validation loss)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: one clip is small, and more threads "
@@ -701,6 +749,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="results folder of the 'auto' run")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="config override of the 'auto' run")
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it (a committed report names no
+    machine's folders), else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def _rounded(d: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -765,11 +822,24 @@ def _render(args: argparse.Namespace, ckpt: Path, auto: bool) -> int:
     if example and not tests:
         raise ConfigError(f"--video {EXAMPLE}: needs a proxy run and --ratio-videos >= 1 (the "
                           "example is chosen by the direction measured on the test clips)")
-    mean = mean_ratios(model, cfg, tests, args.block) if tests else {}
-    ratios = {d: mean.get(d, {}).get(r, {}).get("ratio") for d, r in FRAMES.items()}
-    path = example_video(model, cfg, tests, args.block, _dominant(ratios)) if example else first
+    block, per_block = args.block, {}
+    if block not in (None, STRONGEST):
+        try:
+            pick_block(model, block)  # a wrong name fails before any clip is measured
+        except ConfigError as err:
+            raise ConfigError(f"{err}, or '{STRONGEST}'") from None
+    if block == STRONGEST:
+        if not tests:
+            raise ConfigError(f"--block {STRONGEST}: needs a proxy run and --ratio-videos >= 1 "
+                              "(the block is chosen by its ratios on the test clips)")
+        per_block = block_ratios(model, cfg, tests)
+        block = strongest_block(per_block)[0]
+    mean = per_block.get(block) or (mean_ratios(model, cfg, tests, block) if tests else {})
+    ratios = headline_ratios(mean)
+    path = example_video(model, cfg, tests, block, _dominant(ratios),
+                         typical_mass(mean, _dominant(ratios))) if example else first
     clip = load_clip(cfg, path)
-    att = capture(model, clip.tensor, args.block)
+    att = capture(model, clip.tensor, block)
     masks = proxy_masks(att, clip)
     measured: dict[str, Any] = {}
     if masks is not None:
@@ -793,7 +863,7 @@ def _render(args: argparse.Namespace, ckpt: Path, auto: bool) -> int:
     out = Path(args.out or (ROOT / "paper_tables" / args.profile / "figure3.png" if auto
                             else ckpt.parent.parent / f"figure3_{att.block}_{clip.path.stem}.png"))
     save_figure(draw(clip.frames, att, queries, args.top, args.panels, title), out)
-    report: dict[str, Any] = {"out": str(out), "checkpoint": str(ckpt), "video": str(clip.path),
+    report: dict[str, Any] = {"out": str(out), "checkpoint": str(ckpt), "video": _shown(clip.path),
                               "block": att.block, "instantiation": nl.instantiation,
                               "scope": nl.scope, "grid": list(att.query.shape),
                               "key_grid": list(att.key.shape), "queries": []}
@@ -814,6 +884,10 @@ def _render(args: argparse.Namespace, ckpt: Path, auto: bool) -> int:
         report["cue_mass_ratio"] = ratios["probe_to_cue"]
         report["cross_time"] = {"direction": direction, "ratio": ratios[direction],
                                 "ratios": ratios}
+    if per_block:
+        report["blocks"] = {name: {d: None if r is None else round(r, 4)
+                                   for d, r in headline_ratios(mean).items()}
+                            for name, mean in per_block.items()}
         logging.getLogger("nlrepro.attention").info(
             "cross-time affinity (1 = uniform): probe->cue frames %s, cue->probe frames %s",
             ratios["probe_to_cue"], ratios["cue_to_probe"])

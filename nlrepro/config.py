@@ -348,9 +348,29 @@ def to_dict(cfg: Any) -> dict:
     return cfg
 
 
+def _stage_blocks_for_depth(values: dict) -> dict:
+    """``model.stage_blocks`` may map depths to sizes (``{50: [...], 101: [...]}``), as the
+    proxy profile does so that its R101 is deeper than its R50, as the paper's is; the entry
+    of ``model.depth`` is kept, so a run's saved (and hashed) config holds a plain list."""
+    model = values.get("model")
+    sizes = model.get("stage_blocks") if isinstance(model, dict) else None
+    if not isinstance(sizes, dict):
+        return values
+    depth = model.get("depth", ModelConfig.depth)
+    try:
+        by_depth = {int(k): v for k, v in sizes.items()}
+    except (TypeError, ValueError):
+        raise ConfigError(f"model.stage_blocks: {sizes!r} is not valid; key a mapping by depth, "
+                          f"e.g. {{50: [1, 2, 3, 1], 101: [1, 2, 6, 1]}}") from None
+    if depth not in by_depth:
+        raise ConfigError(f"model.stage_blocks: no entry for model.depth={depth!r}; the mapping "
+                          f"gives depths {sorted(by_depth)}")
+    return merge(values, {"model.stage_blocks": by_depth[depth]})
+
+
 def from_dict(values: dict) -> RunConfig:
     """Build and validate a RunConfig from plain data."""
-    cfg = _build(RunConfig, values)
+    cfg = _build(RunConfig, _stage_blocks_for_depth(values))
     validate(cfg)
     return cfg
 
@@ -381,7 +401,7 @@ def merge(base: dict, overrides: dict) -> dict:
 
 
 def _is_leaf_mapping(key: str) -> bool:
-    return key in ("blocks", "temporal_groups")
+    return key in ("blocks", "temporal_groups", "stage_blocks")
 
 
 def parse_set(items: list[str] | None) -> dict[str, Any]:

@@ -64,3 +64,24 @@ def test_merge_and_parse_set():
     assert merge({"a": {"b": 1, "c": 2}}, {"a.b": 3}) == {"a": {"b": 3, "c": 2}}
     with pytest.raises(ConfigError, match="key=value"):
         parse_set(["novalue"])
+
+
+def test_stage_blocks_keyed_by_depth_resolve_to_the_runs_depth(tmp_path):
+    """The proxy profile's R101 is deeper than its R50 (a mapping by depth); a run's config
+    holds the plain list of its depth, so the R50 hash equals the one of that list given
+    directly, and the saved config reads back."""
+    r50 = load_config("proxy")
+    r101 = load_config("proxy", sets=["model.depth=101"])
+    assert r50.model.stage_blocks == [1, 2, 3, 1]
+    assert r101.model.stage_blocks == [1, 2, 6, 1]
+    assert config_hash(r50) == config_hash(load_config(
+        "proxy", sets=["model.stage_blocks=[1, 2, 3, 1]"])) != config_hash(r101)
+    save_config(r101, tmp_path / "r101.yaml")
+    assert read_config(tmp_path / "r101.yaml").model.stage_blocks == [1, 2, 6, 1]
+    # A mapping given on the command line replaces the profile's, keys as YAML gives them.
+    one = load_config("proxy", sets=["model.stage_blocks={50: [1, 1, 1, 1]}"])
+    assert one.model.stage_blocks == [1, 1, 1, 1]
+    with pytest.raises(ConfigError, match=r"no entry for model.depth=101.*depths \[50\]"):
+        load_config("proxy", sets=["model.stage_blocks={50: [1, 1, 1, 1]}", "model.depth=101"])
+    with pytest.raises(ConfigError, match="key a mapping by depth"):
+        load_config("proxy", sets=["model.stage_blocks={deep: [1, 1, 1, 1]}"])
