@@ -136,7 +136,10 @@ rows:
   - {label: "C2D baseline", set: {model.nonlocal.blocks: 0}}
   - {label: "Gaussian, embed", set: {model.nonlocal.blocks: 1}}
 """
-EPOCHS = 3
+# Enough epochs that a run is still training well after its first checkpoint: the preemption
+# below must land before the run ends.  At 3 epochs (0.2 s each on the proxy profile since
+# session 4) a run could finish between the first last.ckpt and the signal (1 CI run in 2).
+EPOCHS = 30
 
 
 def nlrepro(*args: str, check: bool = True) -> subprocess.CompletedProcess:
