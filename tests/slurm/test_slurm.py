@@ -136,10 +136,16 @@ rows:
   - {label: "C2D baseline", set: {model.nonlocal.blocks: 0}}
   - {label: "Gaussian, embed", set: {model.nonlocal.blocks: 1}}
 """
-# Enough epochs that a run is still training well after its first checkpoint: the preemption
-# below must land before the run ends.  At 3 epochs (0.2 s each on the proxy profile since
-# session 4) a run could finish between the first last.ckpt and the signal (1 CI run in 2).
+# Enough epochs that a run is still training well after its first checkpoint, so that the
+# preemption below lands before the run ends (an epoch takes 0.2 s on the tiny proxy data).
 EPOCHS = 30
+
+
+def _interruptible() -> None:
+    """In the sweep's child process: Ctrl-C's default action.  A shell starts background
+    jobs with SIGINT ignored, Python then installs no KeyboardInterrupt handler, and the
+    SIGINT below would be ignored (CI started from ``cmd &`` failed that way)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def nlrepro(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -169,7 +175,8 @@ def test_sweep_on_slurm_survives_a_preemption(slurm_cluster, tmp_path):
     for s in sets:
         cmd += ["--set", s]
     t0 = time.time()
-    sweep = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sweep = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             preexec_fn=_interruptible)
 
     # Preempt the first run that has saved an epoch, as a cluster would (USR2 to the job).
     table_dir = results / "proxy" / "2a"
