@@ -74,6 +74,15 @@ def _current(rows: pd.DataFrame, specs: list[RunSpec]) -> pd.DataFrame:
     return mine if not mine.empty else rows
 
 
+def current_runs(runs: pd.DataFrame, specs: list[RunSpec]) -> pd.DataFrame:
+    """Per row and depth, the runs ``build_table`` counts (``_current``): the training curves
+    must not mix in runs of an older config either."""
+    if runs.empty:
+        return runs
+    return pd.concat([_current(rows, specs)
+                      for _, rows in runs.groupby(["row", "depth"], sort=False)])
+
+
 def build_table(grid: dict, runs: pd.DataFrame, paper: pd.DataFrame,
                 specs: list[RunSpec]) -> pd.DataFrame:
     """One row per paper row: paper numbers, ours (mean, std, n), deltas to the baseline."""
@@ -220,8 +229,8 @@ def render(table: str, profile: str = "proxy", results: Path = Path("results"),
         from nlrepro.plots import plot_curves, plot_table
 
         paths["png"] = plot_table(df, grid, title, out_dir / f"{name}.png")
-        curves = plot_curves(runs[runs["table"].astype(str) == grid["table"]], grid,
-                             out_dir / f"{name}_curves.png")
+        curves = plot_curves(current_runs(runs[runs["table"].astype(str) == grid["table"]],
+                                          specs), grid, out_dir / f"{name}_curves.png")
         if curves:
             paths["curves"] = curves
     return paths

@@ -51,6 +51,21 @@ def test_runs_of_an_older_config_are_not_averaged_in(specs):
     assert df.loc["C2D baseline", "n"] == 3
 
 
+def test_curves_take_the_runs_the_table_counts(specs):
+    """The training-curve plot gets today's runs of a row, not an older config's as well."""
+    from nlrepro.tables import current_runs
+
+    today = {s.seed: s.run_id for s in specs if s.labels[0] == "C2D baseline"}
+    old = _runs({"C2D baseline": [10.0, 10.0, 10.0], "Gaussian": [20.0]}).assign(
+        run_id="0ld0ld0ld0ld")
+    new = _runs({"C2D baseline": [40.0, 50.0]})
+    new["run_id"] = [today[seed] for seed in new["seed"]]
+    kept = current_runs(pd.concat([old, new]), specs)
+    assert sorted(kept[kept["row"] == "C2D baseline"]["top1_video"]) == [40.0, 50.0]
+    # A row with no run of today's config keeps its runs, as in the table.
+    assert list(kept[kept["row"] == "Gaussian"]["top1_video"]) == [20.0]
+
+
 def test_missing_rows_render_as_dash_not_zero(specs):
     grid = load_grid(grid_path("2a"))
     df = build_table(grid, _runs({"C2D baseline": [50.0]}), load_paper(), specs)
