@@ -545,8 +545,7 @@ def proxy_ratios(att: AttentionMap, masks: dict[str, torch.Tensor]
     cue's positions onto the probe's frames.  The task is symmetric: a block can bring the
     cue to the probe or the probe to the cue (then the match is computed where the cue is);
     trained proxy models do either, depending on the seed (docs/PROXY.md).  A direction whose
-    queries or keys
-    are outside the clip's crop holds the ``ValueError`` instead."""
+    queries or keys are outside the clip's crop holds the ``ValueError`` instead."""
     out: dict[str, Any] = {}
     for direction, (queries, regions) in DIRECTIONS.items():
         try:
@@ -835,9 +834,9 @@ def _render(args: argparse.Namespace, ckpt: Path, auto: bool) -> int:
         per_block = block_ratios(model, cfg, tests)
         block = strongest_block(per_block)[0]
     mean = per_block.get(block) or (mean_ratios(model, cfg, tests, block) if tests else {})
-    ratios = headline_ratios(mean)
-    path = example_video(model, cfg, tests, block, _dominant(ratios),
-                         typical_mass(mean, _dominant(ratios))) if example else first
+    dominant = _dominant(headline_ratios(mean))
+    path = example_video(model, cfg, tests, block, dominant,
+                         typical_mass(mean, dominant)) if example else first
     clip = load_clip(cfg, path)
     att = capture(model, clip.tensor, block)
     masks = proxy_masks(att, clip)
@@ -884,13 +883,13 @@ def _render(args: argparse.Namespace, ckpt: Path, auto: bool) -> int:
         report["cue_mass_ratio"] = ratios["probe_to_cue"]
         report["cross_time"] = {"direction": direction, "ratio": ratios[direction],
                                 "ratios": ratios}
-    if per_block:
-        report["blocks"] = {name: {d: None if r is None else round(r, 4)
-                                   for d, r in headline_ratios(mean).items()}
-                            for name, mean in per_block.items()}
         logging.getLogger("nlrepro.attention").info(
             "cross-time affinity (1 = uniform): probe->cue frames %s, cue->probe frames %s",
             ratios["probe_to_cue"], ratios["cue_to_probe"])
+    if per_block:
+        report["blocks"] = {name: {d: None if r is None else round(r, 4)
+                                   for d, r in headline_ratios(block_mean).items()}
+                            for name, block_mean in per_block.items()}
     text = json.dumps(report, indent=2)
     out.with_suffix(".json").write_text(text + "\n")
     print(text)

@@ -527,7 +527,8 @@ def _auto_spec(results, sets):
     return specs[0]
 
 
-def test_auto_reuses_a_done_twin_run_and_measures_the_proxy_clip(proxy_root, tmp_path, capsys):
+def test_auto_reuses_a_done_twin_run_and_measures_the_proxy_clip(proxy_root, tmp_path, capsys,
+                                                                  caplog):
     """``make figure3``'s path without training: the Table 2c run is done under another table
     (same config hash), so 'auto' adopts it, draws test video 0 of the proxy data with the
     query on a probe, and writes the cue mass ratio next to the figure."""
@@ -548,8 +549,11 @@ def test_auto_reuses_a_done_twin_run_and_measures_the_proxy_clip(proxy_root, tmp
 
     args = ["attention", "auto", "--profile", "proxy", "--results", str(results),
             *(a for s in sets for a in ("--set", s)), "--out", str(out), "--ratio-videos", "3"]
-    assert cli(args) == 0
+    with caplog.at_level("INFO", logger="nlrepro.attention"):
+        assert cli(args) == 0
     report = json.loads(capsys.readouterr().out)
+    # The headline is logged for every proxy clip, whichever block is drawn.
+    assert "cross-time affinity (1 = uniform): probe->cue frames" in caplog.text
     assert report["checkpoint"] == str(twin / "checkpoints" / "last.ckpt")
     assert (spec.run_dir / "done").is_file() and not (spec.run_dir / "checkpoints").exists()
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
