@@ -17,10 +17,18 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9%-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# The pinned torch is PyPI's CUDA build (torchvision's wheels need it, even on a CPU): about
+# 6 GiB installed. --no-cache-dir keeps pip from holding a second copy of every wheel in
+# ~/.cache while it installs; the check below names the problem before pip's ENOSPC does.
+SETUP_NEEDS_MIB := 10240
 $(STAMP): pyproject.toml constraints.txt
+	@free=$$(df -Pm . | awk 'NR==2 {print $$4}'); \
+	if [ "$$free" -lt $(SETUP_NEEDS_MIB) ]; then \
+	  echo "make setup: $$free MiB free on $$(df -P . | awk 'NR==2 {print $$6}'), the install needs about $(SETUP_NEEDS_MIB) MiB at its peak; it may fail with 'No space left on device'" >&2; \
+	fi
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet --no-cache-dir --upgrade pip
+	$(BIN)/pip install --quiet --no-cache-dir -c constraints.txt -e '.[dev]'
 	touch $@
 
 setup: $(STAMP) ## create .venv with the pinned versions (constraints.txt)
