@@ -123,6 +123,11 @@ class ProxyConfig:
     # Frame pre-training (model.pretrained: proxy-frames): images and epochs of the 2D task.
     pretrain_images: int = 3000
     pretrain_epochs: int = 10
+    # Which event the trained blocks look *from* follows which one covers more positions
+    # (docs/PROXY.md, Session 6): more identical probes and a shorter cue (base frames) make
+    # probe -> cue the dominant lookup, at a cost in how reliably 1-block models learn.
+    probe_copies: int = 1
+    cue_length: int = 2
 
 
 @dataclass
@@ -516,6 +521,10 @@ def identity(cfg: RunConfig) -> dict:
     data["model"]["nonlocal"].pop("fill_small_stages", None)  # the placement says it all
     data["model"]["nonlocal"] = ({**data["model"]["nonlocal"], "blocks": placement,
                                   "stages": None} if placement else {"blocks": {}})
+    if data["data"].get("proxy"):
+        from nlrepro.data.proxy import recorded_fields
+
+        data["data"]["proxy"] = recorded_fields(cfg.data.proxy)
     if cfg.model.pretrained == PROXY_FRAMES:
         # The run depends on the frame pre-trained weights: hash what they depend on.
         from nlrepro.pretrain import identity as frames_identity

@@ -62,8 +62,13 @@ PROBE_SIZE, PROBE_RING = 8, 2  # an 8×8 probe: 2-px ring in a key colour around
 # temporal pool (pairs of frames) the cue (frames 0-2) and the probe (frames 5-7) never share
 # a time step, which is what makes C2D additive (docs/PROXY.md).
 CUE_START_MAX = 1      # cue starts in frame 0..1
-CUE_LENGTH = 2         # and lasts 2 frames
+CUE_LENGTH = 2         # and lasts at most 2 frames (data.proxy.cue_length: 1 or 2)
 PROBE_START = (5, 6)   # the probe appears in frame 5..6 and stays to the end
+MAX_PROBE_COPIES = 6   # identical probes (data.proxy.probe_copies), at independent places
+# Options added after generator version 5, at the values that draw v5's clips: left out of
+# the records (dataset folder, run ids, frame pre-training) at these values, so folders and
+# runs made before them stay valid.
+V5_DRAWING = {"probe_copies": 1, "cue_length": CUE_LENGTH}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +111,11 @@ def check_proxy_config(p: ProxyConfig) -> None:
          p.pretrain_epochs, "give a positive number of epochs")
     need(0.0 <= p.persist_cue < 1.0, "persist_cue", p.persist_cue,
          "choose a fraction in [0, 1) of training clips (1 would leave no hard clip to learn from)")
+    need(isinstance(p.probe_copies, int) and 1 <= p.probe_copies <= MAX_PROBE_COPIES,
+         "probe_copies", p.probe_copies, f"choose 1..{MAX_PROBE_COPIES} identical probes")
+    need(isinstance(p.cue_length, int) and 1 <= p.cue_length <= CUE_LENGTH, "cue_length",
+         p.cue_length, f"choose 1..{CUE_LENGTH} base frames (longer would share a time step "
+         "with the probe after the temporal pool)")
 
 
 def clip_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -140,7 +150,7 @@ def render_clip(rng: np.random.Generator, p: ProxyConfig, persist_cue: bool = Fa
             clip[t, y:y + d, x:x + d] = colour
             boxes.append((t, int(y), int(x)))
     c0 = r * int(rng.integers(CUE_START_MAX + 1))
-    c1 = T if persist_cue else c0 + r * CUE_LENGTH
+    c1 = T if persist_cue else c0 + r * p.cue_length
     cy, cx = (int(v) for v in rng.integers(0, S - p.cue_size + 1, 2))
     p0 = r * int(rng.integers(PROBE_START[0], PROBE_START[1] + 1))
     # Decoys (drawn under the cue and the probe, which stay whole): a cue-like square over
@@ -168,6 +178,15 @@ def render_clip(rng: np.random.Generator, p: ProxyConfig, persist_cue: bool = Fa
         clip[t, y:y + k, x:x + k] = KEY_PALETTE[key]
         clip[t, y + ring:y + k - ring, x + ring:x + k - ring] = CORE_PALETTE[core]
         probe_boxes.append((t, int(y), int(x)))
+    # More identical probes (drawn from the stream's end, so one copy leaves v5's clip).
+    for _ in range(p.probe_copies - 1):
+        pos = 2 * rng.integers(1, (S - k) // 2, 2)
+        vel = 2 * rng.integers(-1, 2, 2)
+        for t in range(p0, T):
+            y, x = np.clip(pos + vel * ((t - p0) // (2 * r)), 0, S - k)
+            clip[t, y:y + k, x:x + k] = KEY_PALETTE[key]
+            clip[t, y + ring:y + k - ring, x + ring:x + k - ring] = CORE_PALETTE[core]
+            probe_boxes.append((t, int(y), int(x)))
     label = (0 if match else 2) + core
     info = ClipInfo(label=label, cue_colour=cue, cue_frames=(c0, c1),
                     cue_box=(cy, cx, p.cue_size), probe_start=p0, probe_key=key,
@@ -236,9 +255,15 @@ def _make_one(job: tuple[str, str, int, dict]) -> tuple[str, np.ndarray]:
     return f"{rel} {info.label}", read_frames(reader, np.arange(len(reader)), path).numpy()
 
 
+def recorded_fields(p: ProxyConfig) -> dict[str, Any]:
+    """The config as records hold it: options added since v5 only where they change a clip."""
+    return {k: v for k, v in dataclasses.asdict(p).items()
+            if not (k in V5_DRAWING and v == V5_DRAWING[k])}
+
+
 def config_record(p: ProxyConfig) -> dict:
     """What the videos depend on (frame pre-training settings do not change a video)."""
-    fields = {k: v for k, v in dataclasses.asdict(p).items() if not k.startswith("pretrain_")}
+    fields = {k: v for k, v in recorded_fields(p).items() if not k.startswith("pretrain_")}
     return {"generator_version": GENERATOR_VERSION, "proxy": fields}
 
 
@@ -324,7 +349,9 @@ def ensure_proxy_data(cfg: RunConfig) -> Path:
         raise ConfigError(f"data.root: {str(root)!r} exists but is not a proxy dataset "
                           f"(no {CONFIG_FILE}); choose another data.root or remove it")
     if have != want:
-        diff = sorted(k for k in want["proxy"] if have.get("proxy", {}).get(k) != want["proxy"][k])
+        stored = have.get("proxy", {})
+        diff = sorted(k for k in set(want["proxy"]) | set(stored)
+                      if stored.get(k) != want["proxy"].get(k))
         if have.get("generator_version") != GENERATOR_VERSION:
             diff.append("generator_version")
         raise ConfigError(f"data.root: {str(root)!r} holds a proxy dataset made with different "

@@ -90,6 +90,53 @@ def test_decoys_are_drawn_under_the_events_and_leave_the_rest_alone() -> None:
         assert ip.decoy_square is None
 
 
+def test_more_probes_and_a_shorter_cue_change_only_those_events() -> None:
+    """probe_copies draws identical probes after everything else and cue_length shortens the
+    cue; the clip is otherwise the default one (one copy, two frames: generator v5's clip),
+    and the label still follows from the pixels by the task's rule."""
+    base = dataclasses.replace(SMALL, decoys=0.0)
+    more = dataclasses.replace(base, probe_copies=4, cue_length=1)
+    k, ring = proxy.PROBE_SIZE, proxy.PROBE_RING
+    for i in range(30):
+        a, ia = proxy.render_clip(proxy.clip_rng(0, "train", i), base)
+        b, ib = proxy.render_clip(proxy.clip_rng(0, "train", i), more)
+        n = len(ia.probe_boxes)
+        assert len(ib.probe_boxes) == 4 * n and ib.probe_boxes[:n] == ia.probe_boxes
+        c0, c1 = ia.cue_frames
+        assert c1 - c0 == 2 and ib.cue_frames == (c0, c0 + 1)
+        assert ib.label == ia.label and _oracle(b) == ib.label
+        changed = np.zeros(a.shape[:3], bool)
+        cy, cx, side = ia.cue_box
+        changed[c0 + 1, cy:cy + side, cx:cx + side] = True  # the cue's second frame
+        for t, y, x in ib.probe_boxes[n:]:
+            changed[t, y:y + k, x:x + k] = True
+        assert np.array_equal(a[~changed], b[~changed])
+        assert not (b[c0 + 1, cy:cy + side, cx:cx + side] ==
+                    proxy.KEY_PALETTE[ia.cue_colour]).all(-1).all()
+        # The last copy is drawn whole: key-coloured ring, core in the core colour.
+        for t, y, x in ib.probe_boxes[-(len(a) - ia.probe_start):]:
+            assert (b[t, y, x:x + k] == proxy.KEY_PALETTE[ia.probe_key]).all()
+            assert (b[t, y + ring:y + k - ring, x + ring:x + k - ring] ==
+                    proxy.CORE_PALETTE[ia.probe_core]).all()
+
+
+def test_options_at_their_v5_values_keep_records_and_run_ids(tmp_path: Path) -> None:
+    """A folder written before probe_copies / cue_length existed is still the default's; a
+    non-default value is recorded, refused by that folder (naming the key), and hashed."""
+    from nlrepro.config import config_hash
+
+    root = tmp_path / "data"
+    proxy.ensure_proxy_data(_cfg(root))
+    record = json.loads((root / proxy.CONFIG_FILE).read_text())
+    assert not {"probe_copies", "cue_length"} & set(record["proxy"])
+    assert set(record["proxy"]) | {"probe_copies", "cue_length"} == {
+        f.name for f in dataclasses.fields(ProxyConfig) if not f.name.startswith("pretrain_")}
+    with pytest.raises(ConfigError, match=r"different settings \(probe_copies: stored"):
+        proxy.ensure_proxy_data(_cfg(root, probe_copies=3))
+    assert config_hash(_cfg(root, cue_length=2)) == config_hash(_cfg(root))
+    assert config_hash(_cfg(root, cue_length=1)) != config_hash(_cfg(root))
+
+
 def test_layout_and_lists_are_what_the_loader_reads(dataset: Path) -> None:
     from nlrepro.data.annotations import ClassIndex, read_list
 
@@ -102,9 +149,10 @@ def test_layout_and_lists_are_what_the_loader_reads(dataset: Path) -> None:
             assert rec.path.is_file()
             assert rec.path.relative_to(dataset).parts[:2] == (split, proxy.CLASSES[rec.label])
     stored = json.loads((dataset / proxy.CONFIG_FILE).read_text())
-    # What the videos depend on; the frame pre-training settings are not part of it.
+    # What the videos depend on; the frame pre-training settings are not part of it, nor the
+    # options added since v5 at the values that draw v5's clips.
     assert stored["proxy"] == {k: v for k, v in dataclasses.asdict(SMALL).items()
-                               if not k.startswith("pretrain_")}
+                               if not k.startswith("pretrain_") and k not in proxy.V5_DRAWING}
 
 
 def test_decoded_videos_keep_the_signal(dataset: Path) -> None:
@@ -235,7 +283,8 @@ def test_killed_generation_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
 
 @pytest.mark.parametrize("key, value, words", [
     ("frames", 12, "multiple of 8"), ("size", 20, "at least 32"), ("num_val", 0, "positive"),
-    ("cue_size", 4, "choose 8..32"), ("crf", 60, "0..51")])
+    ("cue_size", 4, "choose 8..32"), ("crf", 60, "0..51"), ("probe_copies", 0, "1..6"),
+    ("cue_length", 3, "1..2 base frames")])
 def test_bad_values_are_named(key: str, value: int, words: str) -> None:
     with pytest.raises(ConfigError, match=rf"data\.proxy\.{key}: {value} .*{words}"):
         proxy.check_proxy_config(dataclasses.replace(SMALL, **{key: value}))
