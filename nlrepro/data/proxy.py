@@ -169,17 +169,10 @@ def render_clip(rng: np.random.Generator, p: ProxyConfig, persist_cue: bool = Fa
         clip[c0:c1, ry + ring:ry + k - ring, rx + ring:rx + k - ring] = CORE_PALETTE[ring_core]
     # The cue: a large square in a key colour, early in the clip.
     clip[c0:c1, cy:cy + p.cue_size, cx:cx + p.cue_size] = KEY_PALETTE[cue]
-    # The probe: late, on even pixels (4:2:0 chroma), drifting 0 or 2 px per 2 base frames.
-    pos = 2 * rng.integers(1, (S - k) // 2, 2)
-    vel = 2 * rng.integers(-1, 2, 2)
+    # The probe: late, on even pixels (4:2:0 chroma), drifting 0 or 2 px per 2 base frames;
+    # copies (probe_copies) are drawn last, so one copy leaves generator v5's clip.
     probe_boxes = []
-    for t in range(p0, T):
-        y, x = np.clip(pos + vel * ((t - p0) // (2 * r)), 0, S - k)
-        clip[t, y:y + k, x:x + k] = KEY_PALETTE[key]
-        clip[t, y + ring:y + k - ring, x + ring:x + k - ring] = CORE_PALETTE[core]
-        probe_boxes.append((t, int(y), int(x)))
-    # More identical probes (drawn from the stream's end, so one copy leaves v5's clip).
-    for _ in range(p.probe_copies - 1):
+    for _ in range(p.probe_copies):
         pos = 2 * rng.integers(1, (S - k) // 2, 2)
         vel = 2 * rng.integers(-1, 2, 2)
         for t in range(p0, T):
