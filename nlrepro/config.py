@@ -120,9 +120,13 @@ class ProxyConfig:
     # Curriculum: this fraction of *training* clips keeps the cue on screen to the end, so cue
     # and probe share frames there; validation and test clips never do (docs/PROXY.md).
     persist_cue: float = 0.0
-    # Frame pre-training (model.pretrained: proxy-frames): images and epochs of the 2D task.
+    # Frame pre-training (model.pretrained: proxy-frames): images and epochs of the 2D task,
+    # and what a frame is labelled with: "objects", what is in it (cue colour x ring colour x
+    # core, 18 classes), as ImageNet labels objects; or "label", the clip's class (sessions
+    # 3-5: deeper features then drop the ring colour, docs/PROXY.md Session 6).
     pretrain_images: int = 3000
     pretrain_epochs: int = 10
+    pretrain_target: str = "objects"
     # Which event the trained blocks look *from* follows which one covers more positions
     # (docs/PROXY.md, Session 6): more identical probes and a shorter cue (base frames) make
     # probe -> cue the dominant lookup, at a cost in how reliably 1-block models learn.
@@ -498,6 +502,9 @@ def validate(cfg: RunConfig) -> None:
     if cfg.model.pretrained == PROXY_FRAMES and d.proxy is None:
         raise ConfigError("model.pretrained: 'proxy-frames' needs the proxy data (data.proxy); "
                           "valid for other data: null, 'imagenet' or a 2D state-dict file")
+    if d.proxy is not None:
+        from nlrepro.data.proxy import check_proxy_config
+        check_proxy_config(d.proxy)
     # Placement feasibility needs the network's stage sizes: checked by the model code.
     from nlrepro.models.placement import compile_placement, stage_blocks_of
     compile_placement(nl.blocks, nl.stages, stage_blocks_of(cfg.model), cfg.model.depth,

@@ -3,9 +3,12 @@
 Why: the paper adds non-local blocks to a network pre-trained on ImageNet (Sec. 4.1), so a
 new block starts on features that already see objects.  The proxy has no ImageNet, so it makes
 the same start from its own image task: single frames in which the cue and the probe are both
-on screen, labelled with the clip's class.  One frame holds both events, so a 2D network can
-learn the colour match there; in a video it cannot (the cue is gone before the probe comes),
-so relating the two across time is still left to the video model (docs/PROXY.md).
+on screen, labelled with what they show (cue colour × ring colour × core: 18 classes), as
+ImageNet labels objects.  The frame task teaches the objects, not the relation: relating cue
+and probe across time is left to the video model (docs/PROXY.md).  Labelling the frames with
+the clip's class instead (``pretrain_target: label``, sessions 3-5) taught the match within a
+frame, and deeper features then kept the match but not the ring's colour: one NL block at the
+R101 proxy's res4.4 stalled at 84.8% on every seed (docs/PROXY.md, Session 6).
 
 The 2D network is the profile's own C2D backbone (every kernel after the stem is 1×k×k),
 trained on one-frame clips and saved as a 2D ResNet state dict with torchvision's names, so it
@@ -57,7 +60,8 @@ def identity(cfg: RunConfig) -> dict[str, Any]:
         task["proxy"].pop(key, None)  # frames are drawn in memory; the video sizes do not matter
     backbone = {k: getattr(m, k) for k in ("depth", "stage_blocks", "width", "stem_kernel",
                                            "stem_stride", "num_classes")}
-    return {"recipe": RECIPE, "backbone": backbone, "task": task,
+    return {"target": cfg.data.proxy.pretrain_target, "recipe": RECIPE, "backbone": backbone,
+            "task": task,
             "images": cfg.data.proxy.pretrain_images, "epochs": cfg.data.proxy.pretrain_epochs,
             "mean": cfg.data.mean, "std": cfg.data.std}
 
@@ -71,8 +75,26 @@ def weights_path(cfg: RunConfig) -> Path:
 
 
 # ---- the image task -----------------------------------------------------------------------
+def frame_classes(target: str, clip_classes: int) -> int:
+    """Classes of the frame task: every (cue colour, ring colour, core) for ``objects``."""
+    from nlrepro.data.proxy import CORE_PALETTE, KEY_PALETTE
+
+    return len(KEY_PALETTE) ** 2 * len(CORE_PALETTE) if target == "objects" else clip_classes
+
+
+def frame_target(info: Any, target: str) -> int:
+    """A frame's class: what it shows (``objects``) or the clip's label (``label``)."""
+    from nlrepro.data.proxy import CORE_PALETTE, KEY_PALETTE
+
+    if target == "label":
+        return int(info.label)
+    return (info.cue_colour * len(KEY_PALETTE) + info.probe_key) * len(CORE_PALETTE) \
+        + info.probe_core
+
+
 def render_frames(p: Any, n: int, stream: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` frames ``uint8 (n, H, W, 3)`` with cue and probe both visible, and their labels.
+    """``n`` frames ``uint8 (n, H, W, 3)`` with cue and probe both visible, and their classes
+    (``frame_target`` of ``p.pretrain_target``).
 
     Each frame comes from its own generator (``SeedSequence([seed, 3 + stream, i])``: streams
     apart from the train/val/test clips), so the set does not depend on how it is split up.
@@ -85,7 +107,7 @@ def render_frames(p: Any, n: int, stream: int = 0) -> tuple[np.ndarray, np.ndarr
         clip, info = render_clip(rng, p, persist_cue=True)
         t = int(rng.integers(info.probe_start, clip.shape[0]))
         frames.append(clip[t])
-        labels.append(info.label)
+        labels.append(frame_target(info, p.pretrain_target))
     return np.stack(frames), np.asarray(labels, np.int64)
 
 
@@ -104,8 +126,9 @@ def backbone_2d(cfg: RunConfig) -> nn.Module:
     from nlrepro.config import NonLocalConfig
     from nlrepro.models.resnet3d import build_model
 
+    classes = frame_classes(cfg.data.proxy.pretrain_target, cfg.model.num_classes)
     m = dataclasses.replace(cfg.model, arch="c2d", pretrained=None, frozen_bn=False,
-                            dropout=0.0, nonlocal_=NonLocalConfig())
+                            dropout=0.0, nonlocal_=NonLocalConfig(), num_classes=classes)
     model = build_model(m, load_pretrained=False)
     if m.stem_pool:
         model.pool1 = nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2))

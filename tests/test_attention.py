@@ -695,8 +695,8 @@ def test_trained_proxy_block_looks_across_time(tmp_path, capsys):
                                               A.proxy_test_videos(video)[:100]))[2]
     assert 0.9 < before < 1.1, before
     # Uniform gives 1; the ceiling is 1 / uniform ≈ 2.5.  Six trained seeds (0-5) measured
-    # 1.67 to 2.16 in their strongest block (seed 0: 2.05), the untrained blocks at most 1.015
-    # (docs/PROXY.md "Session 5"): 1.4 is below the weakest seed and far above untrained.
+    # 1.52 to 2.23 in their strongest block (seed 0: 1.64), the untrained blocks at most 1.013
+    # (docs/PROXY.md "Session 6"): 1.4 is below the weakest seed and far above untrained.
     assert cross["ratio"] > 1.4, (
         f"{report['block']} {cross['direction']}: {cross['ratio']:.2f}× uniform after "
         f"training, {before:.2f}× before (test top-1 {accuracy:.1f}%); all blocks: "

@@ -64,12 +64,29 @@ def test_i3d_inflates_the_frame_weights(tmp_path):
 
 
 # ---- the image task ------------------------------------------------------------------------
-def test_frames_show_cue_and_probe_together_and_are_labelled_by_the_rule(tmp_path):
+def test_frames_show_cue_and_probe_together_and_are_labelled_with_what_they_show(tmp_path):
+    """``objects``: (cue colour, ring colour, core) as one of 18 classes, and the task's rule
+    read off the pixels agrees with it; ``label``: the clip's class itself."""
     p = tiny(tmp_path).data.proxy
-    frames, labels = pretrain.render_frames(p, 64)
-    assert frames.shape == (64, p.size, p.size, 3) and frames.dtype == np.uint8
-    assert [label_from_pixels(f, f) for f in frames] == labels.tolist()
-    assert set(labels.tolist()) == {0, 1, 2, 3}
+    assert p.pretrain_target == "objects"
+    frames, classes = pretrain.render_frames(p, 96)
+    assert frames.shape == (96, p.size, p.size, 3) and frames.dtype == np.uint8
+    assert pretrain.frame_classes("objects", 4) == 18 and set(classes.tolist()) <= set(range(18))
+    assert len(set(classes.tolist())) >= 15
+    cue, ring, core = classes // 6, classes // 2 % 3, classes % 2
+    assert [label_from_pixels(f, f) for f in frames] == (2 * (ring != cue) + core).tolist()
+    same, labels = pretrain.render_frames(dataclasses.replace(p, pretrain_target="label"), 96)
+    assert np.array_equal(same, frames)
+    assert labels.tolist() == (2 * (ring != cue) + core).tolist()
+
+
+def test_the_frame_target_is_part_of_the_weights_identity(tmp_path):
+    objects, label = tiny(tmp_path), tiny(tmp_path, "data.proxy.pretrain_target=label")
+    assert pretrain.weights_path(objects) != pretrain.weights_path(label)
+    assert pretrain.backbone_2d(objects).fc.out_features == 18
+    assert pretrain.backbone_2d(label).fc.out_features == 4
+    with pytest.raises(ConfigError, match=r"pretrain_target: 'colours' .*objects, label"):
+        tiny(tmp_path, "data.proxy.pretrain_target=colours")  # refused when loaded
 
 
 def test_frames_are_deterministic_per_seed_and_stream(tmp_path):

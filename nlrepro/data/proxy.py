@@ -65,6 +65,7 @@ CUE_START_MAX = 1      # cue starts in frame 0..1
 CUE_LENGTH = 2         # and lasts at most 2 frames (data.proxy.cue_length: 1 or 2)
 PROBE_START = (5, 6)   # the probe appears in frame 5..6 and stays to the end
 MAX_PROBE_COPIES = 6   # identical probes (data.proxy.probe_copies), at independent places
+FRAME_TARGETS = ("objects", "label")  # data.proxy.pretrain_target (nlrepro/pretrain.py)
 # Options added after generator version 5, at the values that draw v5's clips: left out of
 # the records (dataset folder, run ids, frame pre-training) at these values, so folders and
 # runs made before them stay valid.
@@ -111,6 +112,8 @@ def check_proxy_config(p: ProxyConfig) -> None:
          p.pretrain_epochs, "give a positive number of epochs")
     need(0.0 <= p.persist_cue < 1.0, "persist_cue", p.persist_cue,
          "choose a fraction in [0, 1) of training clips (1 would leave no hard clip to learn from)")
+    need(p.pretrain_target in FRAME_TARGETS, "pretrain_target", p.pretrain_target,
+         f"choose one of {', '.join(FRAME_TARGETS)}")
     need(isinstance(p.probe_copies, int) and 1 <= p.probe_copies <= MAX_PROBE_COPIES,
          "probe_copies", p.probe_copies, f"choose 1..{MAX_PROBE_COPIES} identical probes")
     need(isinstance(p.cue_length, int) and 1 <= p.cue_length <= CUE_LENGTH, "cue_length",
