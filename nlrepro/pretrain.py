@@ -60,9 +60,9 @@ def identity(cfg: RunConfig) -> dict[str, Any]:
         task["proxy"].pop(key, None)  # frames are drawn in memory; the video sizes do not matter
     backbone = {k: getattr(m, k) for k in ("depth", "stage_blocks", "width", "stem_kernel",
                                            "stem_stride", "num_classes")}
-    return {"target": cfg.data.proxy.pretrain_target, "recipe": RECIPE, "backbone": backbone,
-            "task": task,
-            "images": cfg.data.proxy.pretrain_images, "epochs": cfg.data.proxy.pretrain_epochs,
+    p = cfg.data.proxy
+    return {"target": p.pretrain_target, "recipe": RECIPE, "backbone": backbone, "task": task,
+            "images": p.pretrain_images, "epochs": p.pretrain_epochs,
             "mean": cfg.data.mean, "std": cfg.data.std}
 
 
