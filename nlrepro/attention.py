@@ -146,24 +146,38 @@ def pick_block(model: nn.Module, name: str | None) -> tuple[str, nn.Module]:
 def capture(model: nn.Module, clip: torch.Tensor, block_name: str | None = None
             ) -> AttentionMap:
     """Run ``clip (1,3,F,H,W)`` through ``model`` (eval) and return the block's affinity."""
-    name, block = pick_block(model, block_name)
-    seen: list[torch.Tensor] = []
-    handle = block.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
+    return next(iter(capture_blocks(model, clip, [block_name]).values()))
+
+
+@torch.no_grad()
+def capture_blocks(model: nn.Module, clip: torch.Tensor, block_names: Sequence[str | None]
+                   ) -> dict[str, AttentionMap]:
+    """``capture`` for several blocks from one forward pass: ``{block: affinity}`` in the
+    order given (``None`` is the first block)."""
+    blocks = dict(pick_block(model, name) for name in block_names)
+    seen: dict[str, list[torch.Tensor]] = {name: [] for name in blocks}
+    handles = [block.register_forward_pre_hook(
+                   lambda _m, args, into=seen[name]: into.append(args[0].detach()))
+               for name, block in blocks.items()]
     try:
         model.eval()
         logits = model(clip)
     finally:
-        handle.remove()
-    if len(seen) != 1:
-        raise RuntimeError(f"block {name} ran {len(seen)} times for one clip")
-    x = seen[0].float().contiguous()
-    weights = block.affinity(x)[0].float()
-    query, key = grids_for(block, x.shape, clip.shape)
-    if tuple(weights.shape) != (query.size, key.size):
-        raise RuntimeError(f"block {name}: affinity {tuple(weights.shape)} does not match "
-                           f"the grids {query.shape} x {key.shape}")
-    return AttentionMap(weights, scope_support(block, x), query, key, name,
-                        logits[0].detach().float())
+        for handle in handles:
+            handle.remove()
+    out = {}
+    for name, block in blocks.items():
+        if len(seen[name]) != 1:
+            raise RuntimeError(f"block {name} ran {len(seen[name])} times for one clip")
+        x = seen[name][0].float().contiguous()
+        weights = block.affinity(x)[0].float()
+        query, key = grids_for(block, x.shape, clip.shape)
+        if tuple(weights.shape) != (query.size, key.size):
+            raise RuntimeError(f"block {name}: affinity {tuple(weights.shape)} does not match "
+                               f"the grids {query.shape} x {key.shape}")
+        out[name] = AttentionMap(weights, scope_support(block, x), query, key, name,
+                                 logits[0].detach().float())
+    return out
 
 
 def scope_support(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -520,10 +534,19 @@ def proxy_masks(att: AttentionMap, clip: Clip) -> dict[str, torch.Tensor] | None
     (``cue_queries``); keys ``(M,)`` on the cue's box over its frames (``cue``), on the cue's
     whole frames (``cue_frames``), on the probe's whole frames (``probe_frames``); None for
     any other video."""
+    regions = proxy_regions(clip)
+    return None if regions is None else region_masks(att, regions)
+
+
+def proxy_regions(clip: Clip) -> dict[str, list[Region]] | None:
+    """``proxy_truth`` in the clip's units (one re-rendering of the clip); None for any
+    other video."""
     truth = proxy_truth(clip.path)
-    if truth is None:
-        return None
-    regions = {k: to_clip_regions(clip, v) for k, v in truth.items()}
+    return None if truth is None else {k: to_clip_regions(clip, v) for k, v in truth.items()}
+
+
+def region_masks(att: AttentionMap, regions: dict[str, list[Region]]) -> dict[str, torch.Tensor]:
+    """``proxy_masks`` on ``att``'s grids from ``proxy_regions``."""
     return {"probes": att.query.region_mask(regions["probes"]),
             "cue_queries": att.query.region_mask(regions["cue"]),
             "cue": att.key.region_mask(regions["cue"]),
@@ -567,15 +590,20 @@ def proxy_cue_ratio(att: AttentionMap, clip: Clip) -> dict[str, dict[str, float]
     return result
 
 
-def _proxy_captures(model: nn.Module, cfg: Any, paths: Sequence[Path], block: str | None
-                    ) -> Iterator[tuple[Path, AttentionMap, dict[str, torch.Tensor]]]:
-    """(path, affinity, ``proxy_masks``) for each proxy clip of ``paths``, one at a time."""
+Captured = tuple[AttentionMap, dict[str, torch.Tensor]]  # a block's affinity and proxy_masks
+
+
+def _proxy_captures(model: nn.Module, cfg: Any, paths: Sequence[Path],
+                    blocks: Sequence[str | None]) -> Iterator[tuple[Path, dict[str, Captured]]]:
+    """(path, ``{block: (affinity, proxy_masks)}``) for each proxy clip of ``paths``, one at a
+    time: one decode, one forward pass and one ground truth per clip, however many blocks."""
     for path in paths:
         clip = load_clip(cfg, path)
-        att = capture(model, clip.tensor, block)
-        masks = proxy_masks(att, clip)
-        if masks is not None:
-            yield path, att, masks
+        regions = proxy_regions(clip)
+        if regions is None:
+            continue
+        atts = capture_blocks(model, clip.tensor, blocks)
+        yield path, {name: (att, region_masks(att, regions)) for name, att in atts.items()}
 
 
 def mean_ratios(model: nn.Module, cfg: Any, paths: Sequence[Path], block: str | None
@@ -585,23 +613,34 @@ def mean_ratios(model: nn.Module, cfg: Any, paths: Sequence[Path], block: str | 
     uniform share, and ``ratio`` = mean mass / mean uniform.  Clips that are no proxy clips,
     or where a direction's queries or keys fall outside the crop, are left out of that
     direction; a direction measured on no clip is absent."""
-    per: dict[str, dict[str, dict[str, list[float]]]] = {}
-    for _, att, masks in _proxy_captures(model, cfg, paths, block):
-        for direction, regions in proxy_ratios(att, masks).items():
-            if isinstance(regions, ValueError):
-                continue
+    return next(iter(_blocks_mean_ratios(model, cfg, paths, [block]).values()))
+
+
+def _blocks_mean_ratios(model: nn.Module, cfg: Any, paths: Sequence[Path],
+                        blocks: Sequence[str | None]
+                        ) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """``mean_ratios`` of each of ``blocks`` (``None``: the first), from one pass over the
+    clips."""
+    names = [pick_block(model, b)[0] for b in blocks]
+    per: dict[str, dict[str, dict[str, dict[str, list[float]]]]] = {n: {} for n in names}
+    for _, by_block in _proxy_captures(model, cfg, paths, names):
+        for name, (att, masks) in by_block.items():
+            for direction, regions in proxy_ratios(att, masks).items():
+                if isinstance(regions, ValueError):
+                    continue
+                for region, d in regions.items():
+                    for k in ("mass", "uniform"):
+                        per[name].setdefault(direction, {}).setdefault(region, {}).setdefault(
+                            k, []).append(d[k])
+    out: dict[str, dict[str, dict[str, dict[str, float]]]] = {n: {} for n in names}
+    for name, directions in per.items():
+        for direction, regions in directions.items():
             for region, d in regions.items():
-                for k in ("mass", "uniform"):
-                    per.setdefault(direction, {}).setdefault(region, {}).setdefault(
-                        k, []).append(d[k])
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for direction, regions in per.items():
-        for region, d in regions.items():
-            mass = sum(d["mass"]) / len(d["mass"])
-            uniform = sum(d["uniform"]) / len(d["uniform"])
-            out.setdefault(direction, {})[region] = {
-                "mass": mass, "uniform": uniform, "ratio": mass / uniform,
-                "clips": len(d["mass"])}
+                mass = sum(d["mass"]) / len(d["mass"])
+                uniform = sum(d["uniform"]) / len(d["uniform"])
+                out[name].setdefault(direction, {})[region] = {
+                    "mass": mass, "uniform": uniform, "ratio": mass / uniform,
+                    "clips": len(d["mass"])}
     return out
 
 
@@ -613,8 +652,9 @@ def headline_ratios(mean: dict[str, dict[str, dict[str, float]]]) -> dict[str, f
 
 def block_ratios(model: nn.Module, cfg: Any, paths: Sequence[Path]
                  ) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
-    """``mean_ratios`` of every NL block of ``model``, in the model's order."""
-    return {name: mean_ratios(model, cfg, paths, name) for name in nonlocal_blocks(model)}
+    """``mean_ratios`` of every NL block of ``model``, in the model's order (one forward
+    pass per clip for all of them)."""
+    return _blocks_mean_ratios(model, cfg, paths, list(nonlocal_blocks(model)))
 
 
 def strongest_block(per_block: dict[str, dict[str, dict[str, dict[str, float]]]]
@@ -659,7 +699,8 @@ def example_video(model: nn.Module, cfg: Any, paths: Sequence[Path], block: str 
     example of the lookup that the ratio over the test clips measures (the ratio, not the
     example, is the evidence; the command passes ``typical_mass``, so the example is as strong
     as the average query, not a borderline one).  The first clip when none does."""
-    for path, att, masks in _proxy_captures(model, cfg, paths, block):
+    for path, by_block in _proxy_captures(model, cfg, paths, [block]):
+        att, masks = next(iter(by_block.values()))
         source, target = lookup_masks(masks, direction)
         if source.any() and float(lookup_mass(att, target)[source.bool()].max()) >= min_mass:
             return path

@@ -592,11 +592,30 @@ def test_auto_reuses_a_done_twin_run_and_measures_the_proxy_clip(proxy_root, tmp
     assert cli([*args, "--block", "strongest"]) == 0
     strong = json.loads(capsys.readouterr().out)
     per_block = A.block_ratios(loaded, loaded.cfg, tests)
+    # One forward pass per clip for all blocks measures what one pass per block does.
+    assert per_block == {b: A.mean_ratios(loaded, loaded.cfg, tests, b) for b in per_block}
     name, direction, ratio = A.strongest_block(per_block)
     assert list(strong["blocks"]) == list(A.nonlocal_blocks(loaded)) and len(per_block) == 5
     assert strong["block"] == name and strong["cross_time"]["direction"] == direction
     assert strong["cross_time"]["ratio"] == pytest.approx(ratio)
     assert ratio == max(r for b in strong["blocks"].values() for r in b.values())
+
+
+def test_capture_blocks_is_capture_per_block_from_one_forward_pass():
+    """Every block's affinity from one pass equals its own ``capture``; the model runs once."""
+    model = _model(blocks=5)
+    clip = torch.randn(1, 3, 8, 32, 32)
+    names = list(A.nonlocal_blocks(model))
+    calls = []
+    model.register_forward_pre_hook(lambda *_: calls.append(1))
+    together = A.capture_blocks(model, clip, names)
+    assert len(calls) == 1 and list(together) == names
+    for name in names:
+        alone = A.capture(model, clip, name)
+        assert torch.equal(together[name].weights, alone.weights)
+        assert torch.equal(together[name].reachable, alone.reachable)
+        assert together[name].query == alone.query and together[name].key == alone.key
+    assert list(A.capture_blocks(model, clip, [None])) == names[:1]
 
 
 def test_strongest_block_takes_the_largest_ratio_over_blocks_and_directions():
