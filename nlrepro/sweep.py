@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -176,9 +177,34 @@ def write_spec(spec: RunSpec) -> None:
         "depends_on": str(spec.depends_on.run_dir) if spec.depends_on else None})
 
 
+def _link_checkpoint(twin: Path, run_dir: Path) -> None:
+    """Give a reused run its twin's ``last.ckpt`` so that it can be a parent (2f -> 2g).
+
+    A hard link costs no disk; a copy is the fallback across file systems.
+    """
+    src = twin / "checkpoints" / "last.ckpt"
+    dst = run_dir / "checkpoints" / "last.ckpt"
+    if dst.exists() or not src.is_file():
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
 def reuse_done_twin(spec: RunSpec, results: Path) -> bool:
-    """If the same config is done under another table, copy its summary here."""
+    """If the same config is done under another table, reuse it here.
+
+    The summary and history are copied and the checkpoint linked, so that a reused run
+    serves like a trained one, also as the parent a later table fine-tunes from.
+    """
     if is_done(spec.run_dir):
+        summary = read_summary(spec.run_dir) or {}
+        if summary.get("reused_from"):  # reused before checkpoints were linked
+            _link_checkpoint(Path(summary["reused_from"]), spec.run_dir)
         return True
     pattern = f"{spec.config.profile}/*/{spec.run_id}/done"
     for done in sorted(Path(results).glob(pattern)):
@@ -194,6 +220,7 @@ def reuse_done_twin(spec: RunSpec, results: Path) -> bool:
         for extra in ("metrics.csv",):
             if (twin / extra).is_file():
                 shutil.copyfile(twin / extra, spec.run_dir / extra)
+        _link_checkpoint(twin, spec.run_dir)
         (spec.run_dir / "done").write_text("")
         return True
     return False

@@ -1,6 +1,7 @@
 """Grids expand to the paper's rows; run ids are stable; states and reuse work."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -90,3 +91,41 @@ def test_bad_grid_and_bad_row_are_named(tmp_path):
         load_grid(bad)
     with pytest.raises(ConfigError, match="unknown table '2z'"):
         grid_path("2z")
+
+
+def _finish(spec, ckpt: bytes | None) -> None:
+    """Mark a run done the way a finished training leaves it."""
+    write_spec(spec)
+    if ckpt is not None:
+        (spec.run_dir / "checkpoints").mkdir(exist_ok=True)
+        (spec.run_dir / "checkpoints" / "last.ckpt").write_bytes(ckpt)
+    (spec.run_dir / "summary.json").write_text(json.dumps({"metrics": {}}))
+    (spec.run_dir / "done").write_text("")
+
+
+def test_a_reused_run_is_a_full_parent_for_table2g(tmp_path):
+    """2a first, then 2f, then 2g: 2f's C2D rows are 2a's twins, and 2g fine-tunes from them."""
+    c2d_2a = next(s for s in expand(load_grid(grid_path("2a")), "proxy", tmp_path)
+                  if s.label == "C2D baseline" and s.seed == 0)
+    _finish(c2d_2a, b"weights of the 2a run")
+    c2d_2f = next(s for s in expand(load_grid(grid_path("2f")), "proxy", tmp_path)
+                  if s.label == "C2D baseline" and s.depth == 50 and s.seed == 0)
+    assert c2d_2f.run_id == c2d_2a.run_id
+    assert reuse_done_twin(c2d_2f, tmp_path)
+    child = next(s for s in expand(load_grid(grid_path("2g")), "proxy", tmp_path)
+                 if s.depends_on and s.depends_on.run_dir == c2d_2f.run_dir)
+    assert Path(child.config.trainer.init_from).read_bytes() == b"weights of the 2a run"
+
+
+def test_a_run_reused_without_its_checkpoint_gets_it_on_the_next_sweep(tmp_path):
+    """Folders reused by an older version (summary, no checkpoint) are mended, not retrained."""
+    a = expand(load_grid(grid_path("2a")), "proxy", tmp_path)[0]
+    b = next(s for s in expand(load_grid(grid_path("2b")), "proxy", tmp_path)
+             if s.label == "baseline" and s.seed == 0)
+    _finish(a, b"ckpt")
+    write_spec(b)
+    (b.run_dir / "summary.json").write_text(json.dumps({"reused_from": str(a.run_dir)}))
+    (b.run_dir / "done").write_text("")
+    assert not (b.run_dir / "checkpoints" / "last.ckpt").exists()
+    assert reuse_done_twin(b, tmp_path)
+    assert (b.run_dir / "checkpoints" / "last.ckpt").read_bytes() == b"ckpt"
