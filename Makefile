@@ -11,7 +11,7 @@ TABLES := 2a 2b 2c 2d 2e 2f 2g
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast test-slurm bench status tables figure3 proxy-data clean \
+.PHONY: help setup test test-fast test-slurm bench status tables claims figure3 proxy-data clean \
 	$(addprefix table,$(TABLES))
 
 help: ## list the targets
@@ -50,8 +50,13 @@ $(addprefix table,$(TABLES)): table%: $(STAMP) ## tableNN: sweep, collect, rende
 	$(NLREPRO) collect --profile $(PROFILE)
 	$(NLREPRO) table $* --profile $(PROFILE)
 
-tables: $(STAMP) ## all of Table 2 (a)-(g)
+tables: $(STAMP) ## all of Table 2 (a)-(g), then the claims scorecard
 	for t in $(TABLES); do $(MAKE) --no-print-directory table$$t || exit 1; done
+	$(MAKE) --no-print-directory claims
+
+claims: $(STAMP) ## the paper's findings checked against the runs -> paper_tables/<profile>/claims.*
+	$(NLREPRO) collect --profile $(PROFILE)
+	$(NLREPRO) claims --profile $(PROFILE)
 
 status: $(STAMP) ## state of every run of every table
 	for t in $(TABLES); do $(NLREPRO) sweep experiments/table$$t.yaml --profile $(PROFILE) --status; done

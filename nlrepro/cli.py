@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("nlrepro.sweep", "expand a table's grid and launch what is not done"),
     "collect": ("nlrepro.collect", "gather every run summary into results/<profile>/runs.csv"),
     "table": ("nlrepro.tables", "render a paper table (markdown, LaTeX, plot)"),
+    "claims": ("nlrepro.claims", "check the paper's findings against the runs (scorecard)"),
     "check-videos": ("nlrepro.data.check", "decode-check every video of a list"),
     "make-proxy-data": ("nlrepro.data.proxy", "write the synthetic proxy dataset"),
     "prepare-kinetics": ("nlrepro.data.prepare", "re-encode a raw Kinetics download"),

@@ -1,25 +1,46 @@
-"""Figures for a paper table (seaborn): ours vs the paper's, and training curves."""
+"""Figures for a paper table (seaborn): ours vs the paper's, training curves, the claims.
+
+The paper's gains (Kinetics, about one point) and ours (the proxy, up to fifty) never share an
+axis: each gets its own panel.  Rows keep the table's order and colours everywhere.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+if TYPE_CHECKING:
+    from nlrepro.claims import ClaimResult
+
+VERDICT_COLOURS = {"holds": "#2a9d3f", "unresolved": "#e69f00", "at ceiling": "#8c8c8c",
+                   "fails": "#d1362f", "not run": "#cfcfcf"}
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    """Atomic: a reader never sees half a PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
 
 
 def plot_table(df: pd.DataFrame, grid: dict, title: str, path: Path) -> Path:
-    """Left: our top-1 per row (mean ± std, seeds as dots). Right: Δ to the baseline,
-    ours beside the paper's — a line across the axis for the stage/blocks tables.
+    """Our top-1 per row (mean ± std, seeds as dots), then the gain over the baseline row:
+    ours and the paper's in panels of their own.
 
     The same results give the same PNG: seaborn's jitter draws from numpy's global RNG, so
     it is seeded here (and the caller's state put back)."""
-    import numpy as np
-
     state = np.random.get_state()
     np.random.seed(0)
     try:
@@ -31,10 +52,12 @@ def plot_table(df: pd.DataFrame, grid: dict, title: str, path: Path) -> Path:
 def _plot_table(df: pd.DataFrame, grid: dict, title: str, path: Path) -> Path:
     sns.set_theme(style="whitegrid", context="paper")
     df = df.copy()
-    df["label"] = [f"{r} (R{d})" if df["depth"].nunique() > 1 else r
+    depths = list(dict.fromkeys(df["depth"]))
+    df["label"] = [f"{r} (R{d})" if len(depths) > 1 else r
                    for r, d in zip(df["row"], df["depth"])]
     seeds = df[["label", "seeds"]].explode("seeds").dropna()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2),
+                             gridspec_kw={"width_ratios": [1.2, 1, 1]})
     ax = axes[0]
     order = list(df["label"])
     if len(seeds):
@@ -43,37 +66,47 @@ def _plot_table(df: pd.DataFrame, grid: dict, title: str, path: Path) -> Path:
     ax.errorbar(range(len(df)), df["top1_mean"].astype(float), yerr=df["top1_std"].astype(float),
                 fmt="o", color="C0", capsize=4, label="ours (mean ± std)")
     ax.set_xticks(range(len(df)), order, rotation=30, ha="right")
-    ax.set_ylabel("top-1 (%), ours")
+    ax.set_ylabel("top-1 (%)")
     ax.set_xlabel("")
     ax.set_title("our runs")
-    ax.legend(loc="lower right")
-    long = pd.concat([
-        pd.DataFrame({"label": df["label"], "Δ top-1": df["paper_delta"].astype(float),
-                      "source": "paper (Kinetics)", "depth": df["depth"]}),
-        pd.DataFrame({"label": df["label"], "Δ top-1": df["delta"].astype(float),
-                      "source": "ours", "depth": df["depth"]})])
-    ax = axes[1]
-    if grid.get("plot") == "line":
-        sns.lineplot(data=long, x="label", y="Δ top-1", hue="source", style="depth",
-                     markers=True, sort=False, ax=ax)
-    else:
-        sns.barplot(data=long, x="label", y="Δ top-1", hue="source", order=order, ax=ax)
-    ax.axhline(0, color="0.5", lw=0.8)
-    ax.set_xticks(range(len(order)), order, rotation=30, ha="right")
-    ax.set_xlabel("")
-    ax.set_title("gain over the baseline row (top-1 points)")
+    ax.legend(loc="best", fontsize="small")
+    for ax, col, source in ((axes[1], "delta", "ours"),
+                            (axes[2], "paper_delta", "the paper (Kinetics)")):
+        _gain_panel(ax, df, col, grid.get("plot") == "line", depths)
+        ax.set_title(f"gain over the baseline row: {source}")
     fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return _save(fig, path)
+
+
+def _gain_panel(ax: plt.Axes, df: pd.DataFrame, col: str, line: bool,
+                depths: list[int]) -> None:
+    """Δ top-1 per row, one colour per depth, rows in the table's order."""
+    gains = df[~df["baseline"]]
+    rows = list(dict.fromkeys(gains["row"]))
+    palette = sns.color_palette(n_colors=max(len(depths), 1))
+    width = 0.8 / max(len(depths), 1)
+    for i, depth in enumerate(depths):
+        g = gains[gains["depth"] == depth].set_index("row").reindex(rows)
+        y = g[col].astype(float).to_numpy()
+        x = np.arange(len(rows))
+        label = f"R{depth}"
+        if line:
+            ax.plot(x, y, marker="o", color=palette[i], label=label)
+        else:
+            ax.bar(x + (i - (len(depths) - 1) / 2) * width, y, width=width, color=palette[i],
+                   label=label)
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.set_xticks(range(len(rows)), rows, rotation=30, ha="right")
+    ax.set_ylabel("Δ top-1 (points)")
+    if len(depths) > 1:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small",
+                  title="depth")
 
 
 def plot_curves(runs: pd.DataFrame, grid: dict, path: Path) -> Path | None:
-    """Validation clip accuracy per epoch for every row (the paper's Figure 4 style)."""
+    """Validation clip accuracy per epoch for every row (the paper's Figure 4 style):
+    mean over seeds, a band of ± one std clipped to [0, 100], rows in the table's order."""
     frames = []
     for _, r in runs.iterrows():
         csv = Path(r["run_dir"]) / "metrics.csv"
@@ -89,15 +122,68 @@ def plot_curves(runs: pd.DataFrame, grid: dict, path: Path) -> Path | None:
     if not frames:
         return None
     data = pd.concat(frames, ignore_index=True)
-    data["epoch"] += 1
-    data["val top-1 (clip, %)"] = 100 * data["val/top1_clip"]
+    data["epoch"] = data["epoch"].astype(int) + 1
+    data["acc"] = 100 * data["val/top1_clip"]
+    order = _row_order(grid, list(dict.fromkeys(data["row"])))
+    stats = data.groupby(["row", "epoch"])["acc"].agg(["mean", "std"]).reset_index()
     sns.set_theme(style="whitegrid", context="paper")
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    sns.lineplot(data=data, x="epoch", y="val top-1 (clip, %)", hue="row", errorbar="sd", ax=ax)
-    ax.set_title(f"Table {grid['table']}: validation accuracy during training")
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    palette = sns.color_palette(n_colors=len(order))
+    for colour, row in zip(palette, order):
+        s = stats[stats["row"] == row].sort_values("epoch")
+        std = s["std"].fillna(0.0)
+        ax.plot(s["epoch"], s["mean"], marker="o", ms=3, color=colour, label=row)
+        ax.fill_between(s["epoch"], (s["mean"] - std).clip(0, 100),
+                        (s["mean"] + std).clip(0, 100), color=colour, alpha=0.15, lw=0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(top=min(100.0, ax.get_ylim()[1]) + 2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val top-1 (clip, %)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    ax.set_title(f"Table {grid['table']}: validation accuracy during training "
+                 "(mean ± std over seeds)")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return _save(fig, path)
+
+
+def _row_order(grid: dict, present: list[str]) -> list[str]:
+    """``"label (R50)"`` names in the grid's order, depth by depth."""
+    labels = [row["label"] for row in grid["rows"]]
+    depths = sorted({int(p.rsplit("(R", 1)[1].rstrip(")")) for p in present})
+    ranked = [f"{label} (R{d})" for d in depths for label in labels]
+    return [p for p in ranked if p in present] + [p for p in present if p not in ranked]
+
+
+def plot_claims(results: list["ClaimResult"], path: Path, profile: str) -> Path:
+    """The paper's margin of each claim against ours, one point per claim, coloured by
+    verdict. Two scales: Kinetics margins are about a point, the proxy's up to fifty."""
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    shown = set()
+    for r in results:
+        c = r.binding
+        if c is None:
+            continue
+        colour = VERDICT_COLOURS[r.verdict]
+        y = float(c.diffs.mean())
+        ax.scatter([r.paper], [y], s=60, color=colour, edgecolor="0.2", zorder=3,
+                   label=r.verdict if r.verdict not in shown else None)
+        shown.add(r.verdict)
+        ax.annotate(r.id, (r.paper, y), textcoords="offset points", xytext=(5, 4),
+                    fontsize=8)
+    ax.axhline(0, color="0.4", lw=0.8)
+    ax.axvline(0, color="0.4", lw=0.8)
+    not_run = [r.id for r in results if r.binding is None]
+    ax.set_xlabel("the paper's margin (top-1 points, Kinetics)")
+    ax.set_ylabel(f"our margin (mean over seeds, top-1 points, {profile})")
+    held = sum(r.verdict == "holds" for r in results)
+    ax.set_title(f"The paper's claims on the {profile}: {held} of {len(results)} hold"
+                 + (f"\nnot run: {', '.join(not_run)}" if not_run else ""))
+    order = [v for v in VERDICT_COLOURS if v in shown]
+    handles, labels = ax.get_legend_handles_labels()
+    by_label = dict(zip(labels, handles))
+    if by_label:
+        ax.legend([by_label[v] for v in order], order, loc="upper left",
+                  bbox_to_anchor=(1.0, 1.0), title="verdict")
+    fig.tight_layout()
+    return _save(fig, path)
