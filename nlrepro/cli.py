@@ -22,6 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-proxy-data": ("nlrepro.data.proxy", "write the synthetic proxy dataset"),
     "prepare-kinetics": ("nlrepro.data.prepare", "re-encode a raw Kinetics download"),
     "attention": ("nlrepro.attention", "draw Figure 3 style attention maps"),
+    "eval": ("nlrepro.tools.evaluate", "multi-view test of a run folder or a checkpoint"),
+    "export": ("nlrepro.tools.export", "write a run's model as a plain state dict + config"),
+    "convert-vnl": ("nlrepro.tools.convert_vnl",
+                    "convert an official video-nonlocal-net Caffe2 pickle to a .pt"),
 }
 
 
