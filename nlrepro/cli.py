@@ -29,8 +29,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def version() -> str:
+    """The installed distribution's version (package metadata), else the source tree's."""
+    import importlib.metadata as md
+
+    try:
+        return md.version("nlrepro")
+    except md.PackageNotFoundError:
+        from nlrepro import __version__
+        return __version__
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nlrepro", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"nlrepro {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
