@@ -39,22 +39,31 @@ def default_out(source: Source, target: Path) -> Path:
     return source.path.with_name(f"{source.path.name}.eval") / "summary.json"
 
 
-def evaluate(source: Source, cfg: RunConfig, precise_bn: bool = False) -> dict[str, Any]:
-    """Run the multi-view test of ``cfg`` with ``source``'s weights; the summary dict."""
+def load_module(source: Source, cfg: RunConfig) -> Any:
+    """The training module of ``cfg`` holding ``source``'s weights (no ImageNet file read)."""
+    from nlrepro.module import VideoClassifier
+
+    module = VideoClassifier.from_config(cfg, load_pretrained=False)
+    check_keys(module.model.state_dict(), source.state_dict)
+    module.model.load_state_dict(source.state_dict)
+    return module
+
+
+def evaluate(source: Source, cfg: RunConfig, precise_bn: bool = False,
+             module: Any = None) -> dict[str, Any]:
+    """Run the multi-view test of ``cfg`` with ``source``'s weights (in ``module`` when
+    given, else ``load_module``); the summary dict."""
     import lightning as L
     import torch
 
     from nlrepro.data.datamodule import VideoDataModule
-    from nlrepro.module import VideoClassifier
     from nlrepro.utils import git_commit, library_versions
 
     t0 = time.time()
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = VideoClassifier.from_config(cfg, load_pretrained=False)
-    check_keys(module.model.state_dict(), source.state_dict)
-    module.model.load_state_dict(source.state_dict)
+    module = module if module is not None else load_module(source, cfg)
     if cfg.trainer.precise_bn_batches > 0 and not precise_bn:
         log.info("the config asks for precise BN (%d batches) before testing; these weights "
                  "are tested with their stored BN statistics (--precise-bn recomputes them)",

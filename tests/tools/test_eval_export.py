@@ -124,3 +124,22 @@ def test_a_plain_state_dict_takes_its_config_from_the_yaml_beside_it(tmp_path):
     assert source.kind == "state-dict" and source.config_path == tmp_path / "w.yaml"
     got = resolve_config(source, None, ["data.root=/elsewhere"])
     assert got.model.nonlocal_.blocks == 1 and got.data.root == "/elsewhere"
+
+
+@pytest.mark.slow
+def test_eval_with_precise_bn_recomputes_the_bn_statistics(run, tmp_path):
+    """--precise-bn runs training's precise BN before the test: the BN statistics change."""
+    from nlrepro.tools.evaluate import evaluate, load_module
+    from nlrepro.tools.weights import load_source, resolve_config
+
+    source = load_source(run)
+    cfg = resolve_config(source, None, ["trainer.precise_bn_batches=2"])
+    stored = {k: v for k, v in source.state_dict.items() if k.endswith("running_var")}
+    plain, recomputed = load_module(source, cfg), load_module(source, cfg)
+    assert not evaluate(source, cfg, precise_bn=False, module=plain)["precise_bn"]
+    summary = evaluate(source, cfg, precise_bn=True, module=recomputed)
+    assert summary["precise_bn"] and summary["metrics"]["test/videos"] == 16
+    kept = plain.model.state_dict()
+    assert all(torch.equal(kept[k].cpu(), v) for k, v in stored.items())
+    changed = recomputed.model.state_dict()
+    assert sum(not torch.equal(changed[k].cpu(), v) for k, v in stored.items()) == len(stored)
