@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from nlrepro.config import ConfigError
+from nlrepro.data.annotations import AnnotationError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("nlrepro.info", "print a model's parameters, GFLOPs and NL placement as JSON"),
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
     try:
         return int(importlib.import_module(args._module).main(args) or 0)
-    except ConfigError as err:
+    except (ConfigError, AnnotationError) as err:  # user errors: one line, exit 2
         print(f"nlrepro {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -143,3 +143,15 @@ def test_eval_with_precise_bn_recomputes_the_bn_statistics(run, tmp_path):
     assert all(torch.equal(kept[k].cpu(), v) for k, v in stored.items())
     changed = recomputed.model.state_dict()
     assert sum(not torch.equal(changed[k].cpu(), v) for k, v in stored.items()) == len(stored)
+
+
+def test_eval_without_the_data_is_one_line_and_exit_2(tmp_path, capsys):
+    cfg = load_config("proxy", sets=["model.pretrained=null"])
+    bare = tmp_path / "bare.pt"
+    torch.save(build_model(cfg.model, frames=cfg.data.frames, load_pretrained=False).state_dict(),
+               bare)
+    argv = ["eval", str(bare), "--profile", "proxy", "--set", "model.pretrained=null",
+            "data.proxy=null", f"data.root={tmp_path / 'nothing'}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.csv: cannot read the list" in err[0]
