@@ -21,6 +21,7 @@ from nlrepro.config import (ConfigError, RunConfig, from_dict, load_config, merg
 
 CKPT = Path("checkpoints") / "last.ckpt"
 WRAPPER_PREFIX = "model."  # VideoClassifier keeps the network in ``self.model``
+COMPILED_PREFIX = "_orig_mod."  # what torch.compile (trainer.compile) puts in front
 
 
 @dataclass
@@ -62,8 +63,9 @@ def _torch_load(path: Path) -> Any:
 def model_state(checkpoint_state: dict[str, Any]) -> dict[str, Any]:
     """The network's weights of a ``VideoClassifier`` state dict, without the wrapper prefix
     (metric states and anything else of the wrapper are left out)."""
-    return {k[len(WRAPPER_PREFIX):]: v for k, v in checkpoint_state.items()
-            if k.startswith(WRAPPER_PREFIX)}
+    out = {k[len(WRAPPER_PREFIX):]: v for k, v in checkpoint_state.items()
+           if k.startswith(WRAPPER_PREFIX)}
+    return {k.removeprefix(COMPILED_PREFIX): v for k, v in out.items()}
 
 
 def sidecar_config(weights: Path) -> Path | None:

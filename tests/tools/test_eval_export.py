@@ -155,3 +155,10 @@ def test_eval_without_the_data_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "train.csv: cannot read the list" in err[0]
+
+
+def test_checkpoint_state_loses_the_wrapper_and_compile_prefixes():
+    from nlrepro.tools.weights import model_state
+
+    state = {"model.conv1.weight": 1, "model._orig_mod.fc.bias": 2, "val_top1.tp": 3}
+    assert model_state(state) == {"conv1.weight": 1, "fc.bias": 2}
