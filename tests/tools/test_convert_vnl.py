@@ -237,3 +237,16 @@ def test_cli_converts_and_exits_2_with_one_line_on_a_bad_pickle(tmp_path, capsys
                  "--profile", "proxy"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("nlrepro convert-vnl: error:") and "junk.pkl" in err[0]
+
+
+def test_a_test_net_pred_conv_is_accepted_for_the_fc(tmp_path):
+    """The release's test net stores pred as a 1x1x1 conv (classes, C, 1, 1, 1)."""
+    cfg = load_config("proxy", sets=["model.nonlocal.blocks=5"])
+    source = randomised(cfg)
+    blobs = release_blobs(source)
+    blobs["pred_w"] = blobs["pred_w"][:, :, None, None, None]
+    out = tmp_path / "proxy.pt"
+    convert_file(write_pickle(tmp_path / "proxy.pkl", blobs, solver_state=False), cfg, out)
+    x = torch.randn(1, 3, 8, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(converted(cfg, out).eval()(x), source(x))
