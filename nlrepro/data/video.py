@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from nlrepro.config import DECODERS, DataConfig  # noqa: F401 (DECODERS: the choices)
+from nlrepro.config import DataConfig
 from nlrepro.data.annotations import VideoRecord, split_excluded
 from nlrepro.data.transforms import EvalTransform, TrainTransform, evenly_spaced
 
