@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from nlrepro.config import ConfigError
+from nlrepro.data.annotations import AnnotationError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("nlrepro.info", "print a model's parameters, GFLOPs and NL placement as JSON"),
@@ -23,11 +24,27 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-proxy-data": ("nlrepro.data.proxy", "write the synthetic proxy dataset"),
     "prepare-kinetics": ("nlrepro.data.prepare", "re-encode a raw Kinetics download"),
     "attention": ("nlrepro.attention", "draw Figure 3 style attention maps"),
+    "eval": ("nlrepro.tools.evaluate", "multi-view test of a run folder or a checkpoint"),
+    "export": ("nlrepro.tools.export", "write a run's model as a plain state dict + config"),
+    "convert-vnl": ("nlrepro.tools.convert_vnl",
+                    "convert an official video-nonlocal-net Caffe2 pickle to a .pt"),
 }
+
+
+def version() -> str:
+    """The installed distribution's version (package metadata), else the source tree's."""
+    import importlib.metadata as md
+
+    try:
+        return md.version("nlrepro")
+    except md.PackageNotFoundError:
+        from nlrepro import __version__
+        return __version__
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nlrepro", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"nlrepro {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
@@ -42,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
     try:
         return int(importlib.import_module(args._module).main(args) or 0)
-    except ConfigError as err:
+    except (ConfigError, AnnotationError) as err:  # user errors: one line, exit 2
         print(f"nlrepro {args.command}: error: {err}", file=sys.stderr)
         return 2
 
