@@ -47,11 +47,11 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 import nlrepro
-from nlrepro.collect import collect
+from nlrepro.report.collect import collect
 from nlrepro.config import read_config
 from nlrepro.info import model_info
 from nlrepro.sweep import expand, grid_path, load_grid
-from nlrepro.tables import add_cost, build_table, display_frame, footnotes, load_paper, to_markdown
+from nlrepro.report.tables import add_cost, build_table, display_frame, footnotes, load_paper, to_markdown
 
 ROOT = Path(nlrepro.__file__).resolve().parent.parent
 results = Path(RESULTS) if Path(RESULTS).is_absolute() else ROOT / RESULTS
