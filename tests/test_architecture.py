@@ -166,13 +166,15 @@ def test_every_module_belongs_to_a_layer():
 
 
 def test_imports_follow_the_layer_order():
-    assert layer_violations(graph()) == []
+    bad = layer_violations(graph())
+    assert not bad, "imports against the layer order:\n" + "\n".join(bad)
 
 
 def test_no_import_cycle():
     edges = {src: [e for e in targets if not _is_package_init(src, e[0])]
              for src, targets in graph().items()}
-    assert cycles(edges) == []
+    found = cycles(edges)
+    assert not found, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)
 
 
 def test_no_lazy_import_inside_the_package_without_a_reason():

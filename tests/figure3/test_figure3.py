@@ -17,14 +17,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nlrepro.cli import main as cli
+from nlrepro.config import ConfigError, load_config, to_dict
 from nlrepro.figure3 import capture as cap
 from nlrepro.figure3 import command as cmd
 from nlrepro.figure3 import draw as drw
 from nlrepro.figure3 import measure as msr
-from nlrepro.proxy import truth as ptruth
-from nlrepro.cli import main as cli
-from nlrepro.config import ConfigError, load_config, to_dict
 from nlrepro.models.non_local import NonLocalBlock
+from nlrepro.proxy import truth as ptruth
 
 INSTANTIATIONS = ("gaussian", "embedded_gaussian", "dot_product", "concatenation")
 SCOPES = ("spacetime", "space", "time")

@@ -35,7 +35,8 @@ def _oracle(frames: np.ndarray) -> int:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return proxy_dataset.make_proxy_data(tmp_path_factory.mktemp("p") / "proxy", SMALL, progress=False)
+    return proxy_dataset.make_proxy_data(tmp_path_factory.mktemp("p") / "proxy", SMALL,
+                                         progress=False)
 
 
 def test_render_is_deterministic_and_labels_balanced() -> None:
@@ -172,7 +173,8 @@ def test_layout_and_lists_are_what_the_loader_reads(dataset: Path) -> None:
     # What the videos depend on; the frame pre-training settings are not part of it, nor the
     # options added since v5 at the values that draw v5's clips.
     assert stored["proxy"] == {k: v for k, v in dataclasses.asdict(SMALL).items()
-                               if not k.startswith("pretrain_") and k not in proxy_dataset.V5_DRAWING}
+                               if not k.startswith("pretrain_")
+                               and k not in proxy_dataset.V5_DRAWING}
 
 
 def test_decoded_videos_keep_the_signal(dataset: Path) -> None:
