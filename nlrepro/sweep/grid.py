@@ -11,13 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from nlrepro.config import ConfigError, RunConfig, load_config, merge, parse_set
 from nlrepro.run import rundir
-from nlrepro.run.identity import config_hash
 
 GRID_KEYS = {"table", "title", "seeds", "base", "rows", "depths", "profiles", "plot", "cost",
              "init_from", "notes"}

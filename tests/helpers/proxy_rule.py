@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nlrepro.proxy import dataset, generator
+from nlrepro.proxy import generator
 
 
 def _nearest(img: np.ndarray, palette: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
