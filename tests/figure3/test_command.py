@@ -187,10 +187,12 @@ def test_trained_proxy_block_looks_across_time(tmp_path, capsys):
     assert report[cross["direction"]]["test_videos"][region]["clips"] >= 50
     # The same network before training (frame pre-trained backbone, fresh blocks), measured
     # and chosen the same way: affinity spread uniformly, by every block, both ways.
+    from nlrepro.proxy.pretrain import frames_weights
     from nlrepro.run.module import VideoClassifier
 
     torch.manual_seed(0)
-    fresh = VideoClassifier.from_config(model.cfg).eval()
+    fresh = VideoClassifier.from_config(model.cfg,
+                                        pretrained_path=frames_weights(model.cfg)).eval()
     before = msr.strongest_block(msr.block_ratios(fresh, model.cfg,
                                               ptruth.proxy_test_videos(video)[:100]))[2]
     assert 0.9 < before < 1.1, before
