@@ -10,7 +10,8 @@ Modes reach the scripts through ``NLREPRO_BENCH_MODE``: ``default`` (``make benc
 (the whole non-local grid and full-length proxy runs: over an hour).  ``--only`` / ``--skip``
 choose scripts; the README keeps the last summary of those not run, marked as such.
 ``slurm`` needs root and a local SLURM cluster (the SLURM tests bring one up): it runs only
-when named (``--only slurm`` or ``--with slurm``).
+when named (``--only slurm`` or ``--with slurm``); so does ``tables`` (every table from empty
+folders, about an hour and a half).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ sys.path.insert(0, str(HERE))
 
 from common import MODES, RESULTS as OUT, ROOT  # noqa: E402
 
-OPT_IN = {"slurm": "needs root and a local SLURM cluster; `run_all.py --with slurm`"}
+OPT_IN = {"slurm": "needs root and a local SLURM cluster; `run_all.py --with slurm`",
+          "tables": "every table from empty folders, about 90 min; `run_all.py --with tables`"}
 
 
 def names() -> list[str]:
