@@ -183,17 +183,11 @@ def _peak_memory_mb() -> dict[str, float]:
 
 
 def _init_from(model: Any, path: str) -> dict[str, list[str]]:
-    """Load weights from another run's checkpoint (Table 2g: from the 32-frame run)."""
-    import torch
+    """Load weights from another run's checkpoint (Table 2g: from the 32-frame run);
+    ``ConfigError`` when they do not cover the model (nlrepro/init_weights.py)."""
+    from nlrepro.init_weights import load_init_weights
 
-    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    from nlrepro.models.frozen_bn import fold_bn_state_dict
-    state = fold_bn_state_dict(state, model)  # BN entries -> folded frozen-BN ones (Table 2g)
-    own = model.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(usable, strict=False)
-    return {"loaded": sorted(usable), "skipped": sorted(set(state) - set(usable)),
-            "missing": sorted(set(own) - set(usable))}
+    return load_init_weights(model, path)
 
 
 def _train(cfg: RunConfig, run_dir: Path) -> dict:
