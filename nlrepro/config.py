@@ -210,6 +210,9 @@ class TrainerConfig:
     precise_bn_batches: int = 0
     # Initialise from another run's checkpoint (Table 2g starts from the 32-frame run).
     init_from: str | None = None
+    # BN statistics over the global batch under DDP (SyncBatchNorm). The paper's per-GPU BN
+    # (8 clips each) is false; true makes W processes at batch b/W train as 1 process at b.
+    sync_batchnorm: bool = False
 
 
 @dataclass
@@ -501,6 +504,9 @@ def validate(cfg: RunConfig) -> None:
     for m in cfg.optim.milestones:
         if not 0 < m < 1:
             raise ConfigError(f"optim.milestones: {m} must be a fraction in (0, 1)")
+    if cfg.trainer.sync_batchnorm and cfg.model.frozen_bn:
+        raise ConfigError("trainer.sync_batchnorm: True has no BN to synchronise with "
+                          "model.frozen_bn: true; choose one of [False]")
     if cfg.launcher.name == "slurm" and cfg.launcher.timeout_min < 1:
         raise ConfigError("launcher.timeout_min must be >= 1")
     if cfg.model.pretrained == PROXY_FRAMES and d.proxy is None:
@@ -541,6 +547,8 @@ def identity(cfg: RunConfig) -> dict:
         from nlrepro.pretrain import identity as frames_identity
 
         data["model"]["pretrained"] = {PROXY_FRAMES: frames_identity(cfg)}
+    if not cfg.trainer.sync_batchnorm:  # the default leaves the ids of earlier runs as they were
+        data["trainer"].pop("sync_batchnorm", None)
     for key in NON_IDENTITY_KEYS:
         parts = key.split(".")
         node = data

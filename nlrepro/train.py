@@ -126,6 +126,27 @@ def _plugins() -> list:
     return plugins
 
 
+def _on_cpu(cfg: RunConfig) -> bool:
+    import torch
+
+    return cfg.trainer.accelerator == "cpu" or (cfg.trainer.accelerator == "auto"
+                                                and not torch.cuda.is_available())
+
+
+def _sync_bn(cfg: RunConfig) -> dict[str, bool]:
+    """Lightning's own sync BN (torch's SyncBatchNorm) where it runs: on GPUs."""
+    return {"sync_batchnorm": cfg.trainer.sync_batchnorm and not _on_cpu(cfg)}
+
+
+def _sync_bn_plugins(cfg: RunConfig) -> list:
+    """On CPUs torch's SyncBatchNorm refuses to run: the gloo-capable one instead."""
+    if not (cfg.trainer.sync_batchnorm and _on_cpu(cfg)):
+        return []
+    from nlrepro.sync_bn import GlooSyncBatchNorm
+
+    return [GlooSyncBatchNorm()]
+
+
 def _logged(run_dir: Path) -> Any:
     """history.csv (attempts before a resume) + metrics.csv (this attempt) as one frame,
     or None when neither holds anything yet."""
@@ -213,10 +234,14 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
     init_report = None
     if cfg.trainer.init_from and not last.exists():
         init_report = _init_from(model, cfg.trainer.init_from)
+    if cfg.trainer.precision in ("64-true", "64", 64):
+        # Lightning restores a checkpoint before its precision plugin converts the module:
+        # float32 parameters would round a resumed float64 run's weights once.
+        model = model.double()
     if cfg.trainer.compile:
         model.model = torch.compile(model.model)
     resumed = last.exists()
-    if resumed:
+    if resumed and _is_first_process():
         _trim_history(run_dir, last)
     elapsed_before = _load_elapsed(run_dir) if resumed else 0.0
 
@@ -225,9 +250,10 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
         default_root_dir=run_dir, max_epochs=t.max_epochs, max_steps=t.max_steps,
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
         strategy=t.strategy, precision=t.precision, deterministic=t.deterministic,
+        **_sync_bn(cfg),
         logger=CSVLogger(save_dir=run_dir, name="", version=""),
         callbacks=[*_callbacks(cfg, run_dir), _elapsed_callback(run_dir, elapsed_before)],
-        plugins=_plugins(),
+        plugins=[*_plugins(), *_sync_bn_plugins(cfg)],
         log_every_n_steps=t.log_every_n_steps, check_val_every_n_epoch=t.check_val_every_n_epoch,
         limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
         limit_test_batches=t.limit_test_batches, num_sanity_val_steps=0,
@@ -241,24 +267,47 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
         # Killed after the final checkpoint: nothing was left to fit, so take the last
         # epoch's logged metrics instead of reporting none.
         fit_metrics = {**_last_logged(run_dir), **fit_metrics}
-    _save_elapsed(run_dir, elapsed_before + fit_time)
+    if trainer.is_global_zero:
+        _save_elapsed(run_dir, elapsed_before + fit_time)
 
+    bn_batches = 0
     if t.precise_bn_batches > 0:
         from nlrepro.precise_bn import update_bn_stats
 
-        clips = (b[0].to(model.device) for b in dm.train_dataloader())
+        from nlrepro.sync_bn import synced_bn
+
+        clips = (b[0].to(model.device, model.dtype) for b in dm.train_dataloader())
         model.train()
-        update_bn_stats(model, clips, t.precise_bn_batches)
+        with synced_bn(model, t.sync_batchnorm and trainer.world_size > 1):
+            bn_batches = update_bn_stats(model, clips, t.precise_bn_batches)
 
     trainer.test(model, datamodule=dm, verbose=False)
 
     summary = _summary(cfg, run_dir, trainer, model, dm, fit_metrics, fit_time,
                        elapsed_before, time.time() - t0, init_report, resumed)
+    summary["precise_bn_batches_used"] = bn_batches  # per rank; statistics pooled over ranks
     if trainer.is_global_zero:
         _finish_history(run_dir)
+        _write_test_videos(run_dir, model.test_videos)
         atomic_write_json(run_dir / "summary.json", summary)
         atomic_write_text(run_dir / "done", "")
     return summary
+
+
+def _write_test_videos(run_dir: Path, rows: dict[str, list]) -> None:
+    """``test_videos.csv``: the multi-view test per video (all ranks' views gathered)."""
+    import pandas as pd
+
+    atomic_write_text(run_dir / "test_videos.csv",
+                      pd.DataFrame(rows).to_csv(index=False, float_format="%.17g"))
+
+
+def _is_first_process() -> bool:
+    """Global rank 0, known before the Trainer exists: under ``srun`` every rank starts this
+    script at once and only one may rewrite the run's CSV history.  Lightning's own DDP
+    launcher starts ranks >= 1 with ``LOCAL_RANK`` set; SLURM sets ``SLURM_PROCID``."""
+    return all(os.environ.get(var, "0") == "0"
+               for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 def _load_elapsed(run_dir: Path) -> float:

@@ -8,51 +8,29 @@ Batches (default collation of ``VideoDataset`` items):
 Failures are counted in the main process (``on_before_batch_transfer`` sees every batch,
 whatever worker made it): distinct videos with ``ok=False`` per eval split, and the
 ``retries`` of training batches. ``failure_report()`` returns them for the run summary.
-Under DDP each rank counts the batches it saw.
+Under DDP each rank counts the batches it saw. Samplers (nlrepro/data/samplers.py) deal
+the training batches to the ranks and give each view of val / test to exactly one rank.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 
 from nlrepro.config import ConfigError, RunConfig
 from nlrepro.data.annotations import (ClassIndex, list_labels, load_or_create_classes,
                                       read_exclusions, read_list)
+from nlrepro.data.samplers import EpochRandomSampler, ShardSampler
 from nlrepro.data.video import VideoDataset, worker_context
 
 log = logging.getLogger(__name__)
 
 MAX_EXAMPLES = 10
-
-
-class EpochRandomSampler(RandomSampler):
-    """A permutation drawn from ``(seed, epoch)``: the same order after a resume.
-
-    Lightning calls ``set_epoch`` at each epoch start; without it, each pass moves to the
-    next epoch. Under DDP Lightning swaps this sampler for a shuffling
-    ``DistributedSampler`` (it is a ``RandomSampler``).
-    """
-
-    def __init__(self, data_source: Any, seed: int) -> None:
-        super().__init__(data_source)
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        key = np.random.SeedSequence([self.seed, self.epoch]).generate_state(1, np.uint64)[0]
-        self.generator = torch.Generator().manual_seed(int(key))
-        self.epoch += 1
-        return super().__iter__()
 
 
 class VideoDataModule(L.LightningDataModule):
@@ -95,15 +73,17 @@ class VideoDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = self._dataset("train")
-        sampler = EpochRandomSampler(ds, self.cfg.seed)
+        sampler = EpochRandomSampler(ds, self.cfg.seed, *self._ranks())
         # Full batches only (a batch of 1 breaks BN), unless the split is smaller than one.
         return self._loader(ds, sampler=sampler, drop_last=len(ds) >= self.cfg.data.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("val"))
+        ds = self._dataset("val")
+        return self._loader(ds, sampler=ShardSampler(ds, *self._ranks()))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("test"))
+        ds = self._dataset("test")
+        return self._loader(ds, sampler=ShardSampler(ds, *self._ranks()))
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         trainer = getattr(self, "trainer", None)
@@ -119,6 +99,11 @@ class VideoDataModule(L.LightningDataModule):
     @property
     def num_test_videos(self) -> int:
         return self._dataset("test").num_videos
+
+    @property
+    def num_test_views(self) -> int:
+        """Items of the test split: every view of every video, each to be tested once."""
+        return len(self._dataset("test"))
 
     def failure_report(self) -> dict[str, Any]:
         """How many videos each split listed, excluded, failed to decode and used."""
@@ -146,6 +131,11 @@ class VideoDataModule(L.LightningDataModule):
         if split not in self.datasets:
             self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
         return self.datasets[split]
+
+    def _ranks(self) -> tuple[int, int]:
+        """(world size, global rank) of the attached trainer; (1, 0) without one."""
+        trainer = getattr(self, "trainer", None)
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
     def _class_index(self) -> ClassIndex:
         """The saved class index, or one built from the training list; must fit the model."""
