@@ -229,6 +229,9 @@ class LauncherConfig:
     # 0 = CPU job. With GPUs SLURM starts one task per GPU (trainer.devices of them),
     # as Lightning's SLURM environment expects; cpus_per_task is per task, so per GPU.
     gpus_per_node: int = 0
+    # SLURM tasks (= DDP ranks) per node; 0 = one per GPU (trainer.devices), or 1 for a CPU
+    # job. A multi-process CPU job sets it to trainer.devices (tests/slurm/test_multitask.py).
+    tasks_per_node: int = 0
     cpus_per_task: int = 2
     mem_gb: int = 0  # 0 = the cluster's default
     timeout_min: int = 60

@@ -8,6 +8,7 @@ video-level accuracy (softmax averaged over all views of a video,
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from typing import Any
@@ -21,6 +22,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from nlrepro.config import RunConfig, from_dict, to_dict
 from nlrepro.models.resnet3d import build_model
+
+log = logging.getLogger(__name__)
 
 _NORM_TYPES: tuple[type, ...] = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 
@@ -220,3 +223,9 @@ class VideoClassifier(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.train_retries = int(checkpoint.get("train_retries", 0))
+        # One line per rank: a requeued multi-task job shows every rank resuming the same file.
+        trainer = self._trainer
+        if trainer is not None:
+            log.info("rank %d of %d resumes from %s at epoch %d, step %d", trainer.global_rank,
+                     trainer.world_size, trainer.ckpt_path, checkpoint.get("epoch", -1),
+                     checkpoint.get("global_step", -1))
