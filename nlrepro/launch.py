@@ -197,6 +197,9 @@ def _tasks_per_node(launcher: LauncherConfig, cfg: RunConfig) -> tuple[int, int]
     if launcher.tasks_per_node:
         return _explicit_tasks(launcher, devices), nodes
     if launcher.gpus_per_node == 0:
+        if isinstance(devices, int) and devices > 1:
+            raise ConfigError(f"trainer.devices: {devices} ranks in a CPU job need "
+                              f"launcher.tasks_per_node={devices} (one SLURM task per rank)")
         return 1, nodes
     if not isinstance(devices, int) or not 1 <= devices <= launcher.gpus_per_node:
         raise ConfigError(f"trainer.devices: {devices!r} must be an integer in "

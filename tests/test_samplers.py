@@ -77,5 +77,8 @@ def test_tasks_per_node_must_match_the_devices() -> None:
     cfg = load_config("kinetics", sets=["launcher.tasks_per_node=16", "trainer.devices=16"])
     with pytest.raises(ConfigError, match=r"more than launcher.gpus_per_node \(8\)"):
         _tasks_per_node(cfg.launcher, cfg)
+    cfg = load_config("proxy", sets=["trainer.devices=2"])  # CPU job, tasks not set
+    with pytest.raises(ConfigError, match=r"trainer.devices: 2 .* launcher.tasks_per_node=2"):
+        _tasks_per_node(cfg.launcher, cfg)
     cfg = load_config("kinetics", sets=["trainer.num_nodes=2"])
     assert _tasks_per_node(cfg.launcher, cfg) == (8, 2)  # 0 = one task per GPU
