@@ -8,7 +8,7 @@ Batches (default collation of ``VideoDataset`` items):
 Failures are counted in the main process (``on_before_batch_transfer`` sees every batch,
 whatever worker made it): distinct videos with ``ok=False`` per eval split, and the
 ``retries`` of training batches. ``failure_report()`` returns them for the run summary.
-Under DDP each rank counts the batches it saw. Samplers (nlrepro/data/samplers.py) deal
+Under DDP each rank counts the batches it saw; ``failure_report()`` merges the ranks. Samplers (nlrepro/data/samplers.py) deal
 the training batches to the ranks and give each view of val / test to exactly one rank.
 """
 
@@ -108,20 +108,33 @@ class VideoDataModule(L.LightningDataModule):
     def failure_report(self) -> dict[str, Any]:
         """How many videos each split listed, excluded, failed to decode and used."""
         out: dict[str, Any] = {}
+        all_failed, retries = self._all_ranks()
         if "train" in self.datasets:
             ds = self.datasets["train"]
             out.update(train_videos=ds.num_videos, train_excluded=ds.excluded,
-                       train_retries=self._train_retries)
+                       train_retries=retries)
         for split in ("val", "test"):
             if split not in self.datasets:
                 continue
-            ds, failed = self.datasets[split], sorted(self._failed[split])
+            ds, failed = self.datasets[split], sorted(all_failed[split])
             out.update({f"{split}_videos": ds.num_videos, f"{split}_excluded": ds.excluded,
                         f"{split}_failed": len(failed),
                         f"{split}_used": ds.num_videos - len(failed),
                         f"{split}_failed_examples": [str(ds.records[i].path)
                                                      for i in failed[:MAX_EXAMPLES]]})
         return out
+
+    def _all_ranks(self) -> tuple[dict[str, set[int]], int]:
+        """Failed videos and retries of every rank (under DDP each rank saw its own batches);
+        a collective: every rank calls ``failure_report``."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return self._failed, self._train_retries
+        parts: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, (self._failed, self._train_retries))
+        failed = {split: set().union(*(p[0][split] for p in parts)) for split in self._failed}
+        return failed, sum(p[1] for p in parts)
 
     # ---- helpers -------------------------------------------------------------------------
     def _path(self, name: str) -> Path:
