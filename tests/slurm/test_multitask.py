@@ -55,8 +55,8 @@ def nlrepro(*args: str) -> str:
 
 def test_two_task_runs_resume_on_both_ranks_after_preemption(slurm_cluster, tmp_path):
     from nlrepro.config import load_config
-    from nlrepro.data.proxy import ensure_proxy_data
-    from nlrepro.pretrain import ensure_frame_pretrained
+    from nlrepro.proxy.dataset import ensure_proxy_data
+    from nlrepro.proxy.pretrain import ensure_frame_pretrained
 
     results, grid = tmp_path / "results", tmp_path / "table2a.yaml"
     grid.write_text(GRID)
