@@ -11,7 +11,7 @@ TABLES := 2a 2b 2c 2d 2e 2f 2g
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast test-slurm bench status tables claims figure3 proxy-data clean \
+.PHONY: help setup test test-fast test-slurm bench gpu-check status tables claims figure3 proxy-data clean \
 	$(addprefix table,$(TABLES))
 
 help: ## list the targets
@@ -44,6 +44,9 @@ test-slurm: $(STAMP) ## bring up a local SLURM cluster (root, Debian) and run it
 
 bench: $(STAMP) ## CPU (and GPU if present) benchmarks -> results/bench/
 	$(BIN)/python benchmarks/run_all.py
+
+gpu-check: $(STAMP) ## a few minutes on a lent GPU -> results/bench/gpu_check.* (CPU fallback without)
+	$(BIN)/python benchmarks/bench_gpu.py --check
 
 $(addprefix table,$(TABLES)): table%: $(STAMP) ## sweep, collect, render this paper table
 	$(NLREPRO) sweep experiments/table$*.yaml --profile $(PROFILE) --launcher $(LAUNCHER)

@@ -12,6 +12,9 @@ With CUDA it writes ``results/bench/gpu.csv`` / ``gpu.md``:
   vs ``fast=False``, fp32 / bf16 autocast / compiled;
 * the longest clip (frames, a multiple of 8) whose batch-1 training step fits, fast vs not.
 
+``--check`` (``make gpu-check``) is the few-minute check a lent GPU should run
+(``benchmarks/gpu_check.py``; a labelled CPU fallback without CUDA).
+
 ``--smoke-cpu`` runs every code path on CPU with tiny shapes (to check the script itself;
 its numbers mean nothing).
 """
@@ -70,7 +73,7 @@ class Runner:
         return (torch.cuda.max_memory_allocated() - base) / 2**20
 
     def autocast(self, setting: str) -> contextlib.AbstractContextManager:
-        if setting != "bf16":
+        if "bf16" not in setting:  # "bf16", "compile_bf16"
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
@@ -134,22 +137,23 @@ def _guard_oom(fn: Callable[[], float | None]) -> float | None:
 
 
 def training_step(frames: int, batch: int, fast: bool, setting: str, runner: Runner,
-                  size: int) -> Callable[[], None]:
-    """One SGD step of NL C2D R50 5-block (embedded gaussian, subsample) on random clips."""
+                  size: int, blocks: int = 5) -> Callable[[], None]:
+    """One SGD step of NL C2D R50 5-block (embedded gaussian, subsample) on random clips
+    (``blocks=0``: the C2D R50 baseline, the reference model of pricing.py)."""
     from nlrepro.config import ModelConfig, NonLocalConfig
     from nlrepro.models.resnet3d import build_model
 
     torch.manual_seed(0)
     cfg = ModelConfig(arch="c2d", depth=50, num_classes=400,
                       width=8 if runner.smoke else 64,
-                      nonlocal_=NonLocalConfig(blocks=5, fast=fast))
+                      nonlocal_=NonLocalConfig(blocks=blocks, fast=fast))
     model = build_model(cfg, frames=frames, crop=size, load_pretrained=False).train()
     model = model.to(runner.device)
     x = torch.randn(batch, 3, frames, size, size, device=runner.device)
     if setting == "channels_last":
         model = model.to(memory_format=torch.channels_last_3d)
         x = x.contiguous(memory_format=torch.channels_last_3d)
-    net = runner.compile(model) if setting == "compile" else model
+    net = runner.compile(model) if setting.startswith("compile") else model
     y = torch.randint(0, 400, (batch,), device=runner.device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
@@ -243,11 +247,18 @@ def main(argv: list[str] | None = None) -> int:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_const", const="quick", dest="mode")
     g.add_argument("--full", action="store_const", const="full", dest="mode")
+    g.add_argument("--check", action="store_const", const="check", dest="mode",
+                   help="the few-minute GPU check (benchmarks/gpu_check.py; make gpu-check)")
+    p.add_argument("--out", type=Path, default=common.RESULTS, help="--check: output folder")
     p.add_argument("--smoke-cpu", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--max-frames", type=int, default=1024)
     args = p.parse_args(argv)
     mode = args.mode or os.environ.get("NLREPRO_BENCH_MODE", "default")
+    if mode == "check":
+        import gpu_check
+
+        return gpu_check.main(args.out)
     if not torch.cuda.is_available() and not args.smoke_cpu:
         msg = "no CUDA device (torch.cuda.is_available() is False)"
         print(f"bench_gpu: skipped, {msg}")

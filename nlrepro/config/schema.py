@@ -177,6 +177,9 @@ class TrainerConfig:
     precise_bn_batches: int = 0
     # Initialise from another run's checkpoint (Table 2g starts from the 32-frame run).
     init_from: str | None = None
+    # BN statistics over the global batch under DDP (SyncBatchNorm). The paper's per-GPU BN
+    # (8 clips each) is false; true makes W processes at batch b/W train as 1 process at b.
+    sync_batchnorm: bool = False
 
 
 @dataclass
@@ -193,6 +196,9 @@ class LauncherConfig:
     # 0 = CPU job. With GPUs SLURM starts one task per GPU (trainer.devices of them),
     # as Lightning's SLURM environment expects; cpus_per_task is per task, so per GPU.
     gpus_per_node: int = 0
+    # SLURM tasks (= DDP ranks) per node; 0 = one per GPU (trainer.devices), or 1 for a CPU
+    # job. A multi-process CPU job sets it to trainer.devices (tests/slurm/test_multitask.py).
+    tasks_per_node: int = 0
     cpus_per_task: int = 2
     mem_gb: int = 0  # 0 = the cluster's default
     timeout_min: int = 60

@@ -64,6 +64,9 @@ def validate(cfg: RunConfig) -> None:
     for m in cfg.optim.milestones:
         if not 0 < m < 1:
             raise ConfigError(f"optim.milestones: {m} must be a fraction in (0, 1)")
+    if cfg.trainer.sync_batchnorm and cfg.model.frozen_bn:
+        raise ConfigError("trainer.sync_batchnorm: True has no BN to synchronise with "
+                          "model.frozen_bn: true; choose one of [False]")
     if cfg.launcher.name == "slurm" and cfg.launcher.timeout_min < 1:
         raise ConfigError("launcher.timeout_min must be >= 1")
     if cfg.model.pretrained == PROXY_FRAMES and d.proxy is None:

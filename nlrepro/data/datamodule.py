@@ -8,51 +8,29 @@ Batches (default collation of ``VideoDataset`` items):
 Failures are counted in the main process (``on_before_batch_transfer`` sees every batch,
 whatever worker made it): distinct videos with ``ok=False`` per eval split, and the
 ``retries`` of training batches. ``failure_report()`` returns them for the run summary.
-Under DDP each rank counts the batches it saw.
+Under DDP each rank counts the batches it saw; ``failure_report()`` merges the ranks. Samplers (nlrepro/data/samplers.py) deal
+the training batches to the ranks and give each view of val / test to exactly one rank.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 
 from nlrepro.config import ConfigError, RunConfig
 from nlrepro.data.annotations import (ClassIndex, list_labels, load_or_create_classes,
                                       read_exclusions, read_list)
+from nlrepro.data.samplers import EpochRandomSampler, ShardSampler
 from nlrepro.data.video import VideoDataset, worker_context
 
 log = logging.getLogger(__name__)
 
 MAX_EXAMPLES = 10
-
-
-class EpochRandomSampler(RandomSampler):
-    """A permutation drawn from ``(seed, epoch)``: the same order after a resume.
-
-    Lightning calls ``set_epoch`` at each epoch start; without it, each pass moves to the
-    next epoch. Under DDP Lightning swaps this sampler for a shuffling
-    ``DistributedSampler`` (it is a ``RandomSampler``).
-    """
-
-    def __init__(self, data_source: Any, seed: int) -> None:
-        super().__init__(data_source)
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        key = np.random.SeedSequence([self.seed, self.epoch]).generate_state(1, np.uint64)[0]
-        self.generator = torch.Generator().manual_seed(int(key))
-        self.epoch += 1
-        return super().__iter__()
 
 
 class VideoDataModule(L.LightningDataModule):
@@ -89,15 +67,17 @@ class VideoDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = self._dataset("train")
-        sampler = EpochRandomSampler(ds, self.cfg.seed)
+        sampler = EpochRandomSampler(ds, self.cfg.seed, *self._ranks())
         # Full batches only (a batch of 1 breaks BN), unless the split is smaller than one.
         return self._loader(ds, sampler=sampler, drop_last=len(ds) >= self.cfg.data.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("val"))
+        ds = self._dataset("val")
+        return self._loader(ds, sampler=ShardSampler(ds, *self._ranks()))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("test"))
+        ds = self._dataset("test")
+        return self._loader(ds, sampler=ShardSampler(ds, *self._ranks()))
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         trainer = getattr(self, "trainer", None)
@@ -114,23 +94,41 @@ class VideoDataModule(L.LightningDataModule):
     def num_test_videos(self) -> int:
         return self._dataset("test").num_videos
 
+    @property
+    def num_test_views(self) -> int:
+        """Items of the test split: every view of every video, each to be tested once."""
+        return len(self._dataset("test"))
+
     def failure_report(self) -> dict[str, Any]:
         """How many videos each split listed, excluded, failed to decode and used."""
         out: dict[str, Any] = {}
+        all_failed, retries = self._all_ranks()
         if "train" in self.datasets:
             ds = self.datasets["train"]
             out.update(train_videos=ds.num_videos, train_excluded=ds.excluded,
-                       train_retries=self._train_retries)
+                       train_retries=retries)
         for split in ("val", "test"):
             if split not in self.datasets:
                 continue
-            ds, failed = self.datasets[split], sorted(self._failed[split])
+            ds, failed = self.datasets[split], sorted(all_failed[split])
             out.update({f"{split}_videos": ds.num_videos, f"{split}_excluded": ds.excluded,
                         f"{split}_failed": len(failed),
                         f"{split}_used": ds.num_videos - len(failed),
                         f"{split}_failed_examples": [str(ds.records[i].path)
                                                      for i in failed[:MAX_EXAMPLES]]})
         return out
+
+    def _all_ranks(self) -> tuple[dict[str, set[int]], int]:
+        """Failed videos and retries of every rank (under DDP each rank saw its own batches);
+        a collective: every rank calls ``failure_report``."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return self._failed, self._train_retries
+        parts: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, (self._failed, self._train_retries))
+        failed = {split: set().union(*(p[0][split] for p in parts)) for split in self._failed}
+        return failed, sum(p[1] for p in parts)
 
     # ---- helpers -------------------------------------------------------------------------
     def _path(self, name: str) -> Path:
@@ -140,6 +138,11 @@ class VideoDataModule(L.LightningDataModule):
         if split not in self.datasets:
             self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
         return self.datasets[split]
+
+    def _ranks(self) -> tuple[int, int]:
+        """(world size, global rank) of the attached trainer; (1, 0) without one."""
+        trainer = getattr(self, "trainer", None)
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
     def _class_index(self) -> ClassIndex:
         """The saved class index, or one built from the training list; must fit the model."""

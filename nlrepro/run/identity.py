@@ -38,6 +38,8 @@ def identity(cfg: RunConfig) -> dict:
     if cfg.model.pretrained == PROXY_FRAMES:
         # The run depends on the frame pre-trained weights: hash what they depend on.
         data["model"]["pretrained"] = {PROXY_FRAMES: frames_identity(cfg)}
+    if not cfg.trainer.sync_batchnorm:  # the default leaves the ids of earlier runs as they were
+        data["trainer"].pop("sync_batchnorm", None)
     for key in NON_IDENTITY_KEYS:
         parts = key.split(".")
         node = data

@@ -9,6 +9,7 @@ video-level accuracy (softmax averaged over all views of a video,
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import random
 from pathlib import Path
@@ -56,6 +57,20 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str,
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
+log = logging.getLogger(__name__)
+
+
+def _per_video(scores: torch.Tensor, views: torch.Tensor, failed: torch.Tensor,
+               labels: torch.Tensor) -> dict[str, list]:
+    """One row per listed video: views tested, views failed, predicted class and the
+    view-averaged probability of the true class (for error analysis and rank checks)."""
+    seen = (labels >= 0).nonzero().flatten()
+    probs = scores[seen] / views[seen].clamp(min=1)[:, None]
+    lab = labels[seen]
+    return {"video_idx": seen.tolist(), "label": lab.tolist(), "views": views[seen].tolist(),
+            "failed": failed[seen].tolist(), "top1": probs.argmax(1).tolist(),
+            "p_label": probs.gather(1, lab[:, None]).flatten().tolist()}
+
 
 class VideoClassifier(L.LightningModule):
     """ResNet3D (+ non-local blocks) trained with cross-entropy on clips."""
@@ -89,6 +104,7 @@ class VideoClassifier(L.LightningModule):
         self.test_top5 = MulticlassAccuracy(num_classes=k, top_k=min(5, k), average="micro")
         self.train_retries = 0
         self.test_report: dict[str, float] = {}
+        self.test_videos: dict[str, list] = {}
 
     @classmethod
     def from_config(cls, cfg: RunConfig, load_pretrained: bool = True,
@@ -107,7 +123,8 @@ class VideoClassifier(L.LightningModule):
         loss = F.cross_entropy(logits, label)
         self.train_retries += int(retries.sum())
         self.train_top1(logits, label)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(label))
+        # The mean over ranks: under DDP the loss of the global batch, as with one process.
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(label), sync_dist=True)
         self.log("train/top1_clip", self.train_top1, on_step=False, on_epoch=True,
                  batch_size=len(label))
         return loss
@@ -150,6 +167,7 @@ class VideoClassifier(L.LightningModule):
         if self.trainer.world_size > 1:  # each rank saw a subset of the views: sum them
             scores, views, failed = (self.all_gather(t).sum(0) for t in (scores, views, failed))
             labels = self.all_gather(labels).max(0).values
+        self._check_views_counted(int(views.sum() + failed.sum()))
         seen = labels >= 0
         # A video with any undecodable view is reported failed and counted wrong.
         usable = seen & (failed == 0) & (views > 0)
@@ -163,9 +181,19 @@ class VideoClassifier(L.LightningModule):
         self.test_report = {"test/top1_video": 100.0 * top1, "test/top5_video": 100.0 * top5,
                             "test/videos": n_total, "test/videos_failed": n_total - n_used,
                             "test/views_per_video": float(views[usable].float().mean())
-                            if n_used else 0.0}
+                            if n_used else 0.0, "test/views": int(views.sum())}
+        self.test_videos = _per_video(scores, views, failed, labels)
         for key, value in self.test_report.items():
             self.log(key, float(value), rank_zero_only=True)
+
+    def _check_views_counted(self, counted: int) -> None:
+        """Every view once: a padding sampler (DDP) would count some twice, a lost tail none."""
+        expected = int(getattr(self.trainer.datamodule, "num_test_views", counted))
+        limit = self.trainer.limit_test_batches  # an int is a number of batches
+        limited = not (isinstance(limit, float) and limit == 1.0)
+        if counted > expected or (counted < expected and not limited):
+            raise RuntimeError(f"multi-view test: {counted} views were tested, the test split "
+                               f"has {expected}; each must be tested exactly once")
 
     # ---- optimisation -------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
@@ -200,3 +228,9 @@ class VideoClassifier(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.train_retries = int(checkpoint.get("train_retries", 0))
+        # One line per rank: a requeued multi-task job shows every rank resuming the same file.
+        trainer = self._trainer
+        if trainer is not None:
+            log.info("rank %d of %d resumes from %s at epoch %d, step %d", trainer.global_rank,
+                     trainer.world_size, trainer.ckpt_path, checkpoint.get("epoch", -1),
+                     checkpoint.get("global_step", -1))

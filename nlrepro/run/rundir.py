@@ -40,6 +40,7 @@ SUMMARY = "summary.json"
 DONE = "done"
 ERROR = "error.txt"
 JOB = "job.txt"
+TEST_VIDEOS = "test_videos.csv"  # the multi-view test, one row per video
 
 # not launched: no folder or nothing trained yet; incomplete: started, crashed or killed
 # (it resumes from last.ckpt); done: the ``done`` marker exists.
@@ -242,3 +243,11 @@ def done_runs(results: Path, profile: str) -> list[Path]:
         if is_done(run_dir) and (run_dir / ROW).is_file():
             out.append(run_dir)
     return out
+
+
+def write_test_videos(run_dir: Path, rows: dict[str, list]) -> None:
+    """``test_videos.csv``: the multi-view test per video (all ranks' views gathered)."""
+    import pandas as pd
+
+    atomic_write_text(Path(run_dir) / TEST_VIDEOS,
+                      pd.DataFrame(rows).to_csv(index=False, float_format="%.17g"))

@@ -25,15 +25,16 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from nlrepro.config import RunConfig, load_config, to_dict
 from nlrepro.data.datamodule import VideoDataModule
-from nlrepro.models.frozen_bn import fold_bn_state_dict
 from nlrepro.proxy.dataset import ensure_proxy_data
 from nlrepro.proxy.pretrain import frames_weights
 from nlrepro.run import rundir
 from nlrepro.run.checkpoint_io import AtomicCheckpointIO
 from nlrepro.run.identity import config_hash
+from nlrepro.run.init_weights import load_init_weights
 from nlrepro.run.module import VideoClassifier
 from nlrepro.run.precise_bn import update_bn_stats
 from nlrepro.run.progress import progress_callback
+from nlrepro.run.sync_bn import GlooSyncBatchNorm, synced_bn
 from nlrepro.utils import git_commit, library_versions, setup_logging
 
 log = logging.getLogger("nlrepro.train")
@@ -99,14 +100,32 @@ def _peak_memory_mb() -> dict[str, float]:
 
 
 def _init_from(model: Any, path: str) -> dict[str, list[str]]:
-    """Load weights from another run's checkpoint (Table 2g: from the 32-frame run)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    state = fold_bn_state_dict(state, model)  # BN entries -> folded frozen-BN ones (Table 2g)
-    own = model.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(usable, strict=False)
-    return {"loaded": sorted(usable), "skipped": sorted(set(state) - set(usable)),
-            "missing": sorted(set(own) - set(usable))}
+    """Load weights from another run's checkpoint (Table 2g: from the 32-frame run);
+    ``ConfigError`` when they do not cover the model (run/init_weights.py)."""
+    return load_init_weights(model, path)
+
+
+def _on_cpu(cfg: RunConfig) -> bool:
+    return cfg.trainer.accelerator == "cpu" or (cfg.trainer.accelerator == "auto"
+                                                and not torch.cuda.is_available())
+
+
+def _sync_bn(cfg: RunConfig) -> dict[str, bool]:
+    """Lightning's own sync BN (torch's SyncBatchNorm) where it runs: on GPUs."""
+    return {"sync_batchnorm": cfg.trainer.sync_batchnorm and not _on_cpu(cfg)}
+
+
+def _sync_bn_plugins(cfg: RunConfig) -> list:
+    """On CPUs torch's SyncBatchNorm refuses to run: the gloo-capable one instead."""
+    return [GlooSyncBatchNorm()] if cfg.trainer.sync_batchnorm and _on_cpu(cfg) else []
+
+
+def _is_first_process() -> bool:
+    """Global rank 0, known before the Trainer exists: under ``srun`` every rank starts this
+    script at once and only one may rewrite the run's CSV history.  Lightning's own DDP
+    launcher starts ranks >= 1 with ``LOCAL_RANK`` set; SLURM sets ``SLURM_PROCID``."""
+    return all(os.environ.get(var, "0") == "0"
+               for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 def _train(cfg: RunConfig, run_dir: Path) -> dict:
@@ -129,10 +148,14 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
     init_report = None
     if cfg.trainer.init_from and not last.exists():
         init_report = _init_from(model, cfg.trainer.init_from)
+    if cfg.trainer.precision in ("64-true", "64", 64):
+        # Lightning restores a checkpoint before its precision plugin converts the module:
+        # float32 parameters would round a resumed float64 run's weights once.
+        model = model.double()
     if cfg.trainer.compile:
         model.model = torch.compile(model.model)
     resumed = last.exists()
-    if resumed:
+    if resumed and _is_first_process():
         epoch = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
         rundir.trim_history(run_dir, epoch)
     elapsed_before = rundir.load_elapsed(run_dir) if resumed else 0.0
@@ -142,9 +165,10 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
         default_root_dir=run_dir, max_epochs=t.max_epochs, max_steps=t.max_steps,
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
         strategy=t.strategy, precision=t.precision, deterministic=t.deterministic,
+        **_sync_bn(cfg),
         logger=CSVLogger(save_dir=run_dir, name="", version=""),
         callbacks=[*_callbacks(cfg, run_dir), _elapsed_callback(run_dir, elapsed_before)],
-        plugins=_plugins(),
+        plugins=[*_plugins(), *_sync_bn_plugins(cfg)],
         log_every_n_steps=t.log_every_n_steps, check_val_every_n_epoch=t.check_val_every_n_epoch,
         limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
         limit_test_batches=t.limit_test_batches, num_sanity_val_steps=0,
@@ -158,19 +182,24 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
         # Killed after the final checkpoint: nothing was left to fit, so take the last
         # epoch's logged metrics instead of reporting none.
         fit_metrics = {**rundir.last_logged(run_dir), **fit_metrics}
-    rundir.save_elapsed(run_dir, elapsed_before + fit_time)
+    if trainer.is_global_zero:
+        rundir.save_elapsed(run_dir, elapsed_before + fit_time)
 
+    bn_batches = 0
     if t.precise_bn_batches > 0:
-        clips = (b[0].to(model.device) for b in dm.train_dataloader())
+        clips = (b[0].to(model.device, model.dtype) for b in dm.train_dataloader())
         model.train()
-        update_bn_stats(model, clips, t.precise_bn_batches)
+        with synced_bn(model, t.sync_batchnorm and trainer.world_size > 1):
+            bn_batches = update_bn_stats(model, clips, t.precise_bn_batches)
 
     trainer.test(model, datamodule=dm, verbose=False)
 
     summary = _summary(cfg, run_dir, trainer, model, dm, fit_metrics, fit_time,
                        elapsed_before, time.time() - t0, init_report, resumed)
+    summary["precise_bn_batches_used"] = bn_batches  # per rank; statistics pooled over ranks
     if trainer.is_global_zero:
         rundir.finish_history(run_dir)
+        rundir.write_test_videos(run_dir, model.test_videos)
         rundir.finish(run_dir, summary)
     return summary
 

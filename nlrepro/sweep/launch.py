@@ -155,6 +155,7 @@ def validate_local(launcher: LauncherConfig) -> None:
 def validate_launcher(launcher: LauncherConfig, runs: Sequence[RunConfig] = ()) -> None:
     """Reject a launcher config SLURM would refuse or misuse, before anything is submitted."""
     for key, minimum in (("timeout_min", 1), ("cpus_per_task", 1), ("gpus_per_node", 0),
+                         ("tasks_per_node", 0),
                          ("mem_gb", 0), ("array_parallelism", 1), ("signal_delay_s", 0),
                          ("max_requeues", 0)):
         _positive(launcher, key, minimum)
@@ -188,13 +189,30 @@ def _partitions() -> set[str] | None:
 def _tasks_per_node(launcher: LauncherConfig, cfg: RunConfig) -> tuple[int, int]:
     """(tasks per node, nodes): one task per GPU, as Lightning's SLURM environment expects."""
     devices, nodes = cfg.trainer.devices, cfg.trainer.num_nodes
+    if launcher.tasks_per_node:
+        return _explicit_tasks(launcher, devices), nodes
     if launcher.gpus_per_node == 0:
+        if isinstance(devices, int) and devices > 1:
+            raise ConfigError(f"trainer.devices: {devices} ranks in a CPU job need "
+                              f"launcher.tasks_per_node={devices} (one SLURM task per rank)")
         return 1, nodes
     if not isinstance(devices, int) or not 1 <= devices <= launcher.gpus_per_node:
         raise ConfigError(f"trainer.devices: {devices!r} must be an integer in "
                           f"1..{launcher.gpus_per_node} (launcher.gpus_per_node) under SLURM, "
                           "which starts one task per GPU")
     return devices, nodes
+
+
+def _explicit_tasks(launcher: LauncherConfig, devices: Any) -> int:
+    """``launcher.tasks_per_node``, checked against what Lightning will ask SLURM for."""
+    tasks = launcher.tasks_per_node
+    if devices != tasks:
+        raise ConfigError(f"launcher.tasks_per_node: {tasks} must equal trainer.devices "
+                          f"({devices!r}): Lightning runs one DDP rank per SLURM task")
+    if launcher.gpus_per_node and tasks > launcher.gpus_per_node:
+        raise ConfigError(f"launcher.tasks_per_node: {tasks} is more than launcher."
+                          f"gpus_per_node ({launcher.gpus_per_node}): one task per GPU")
+    return tasks
 
 
 def make_executor(launcher: LauncherConfig, folder: Path,
