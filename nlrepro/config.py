@@ -420,8 +420,19 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        out[key.strip()] = read_yaml(raw, f"--set {key.strip()}={raw}") if raw.strip() else ""
     return out
+
+
+def read_yaml(text: str, where: str) -> Any:
+    """Plain YAML data (``safe_load``); a syntax error or an object tag becomes a ConfigError
+    naming ``where`` (a file or a ``--set`` item)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        from nlrepro.user_errors import yaml_problem
+
+        raise ConfigError(f"{where}: {yaml_problem(err)}") from None
 
 
 def list_profiles() -> list[str]:
@@ -433,7 +444,7 @@ def load_profile(name: str) -> dict:
     path = PROFILE_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown profile {name!r}; valid profiles: {', '.join(list_profiles())}")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml(path.read_text(), str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"profile {path} must be a mapping")
     data["profile"] = name
@@ -466,6 +477,9 @@ def _check_choice(cfg: RunConfig, key: str) -> None:
 
 def validate(cfg: RunConfig) -> None:
     """Reject impossible configs before any work starts."""
+    from nlrepro.limits import check_fit, check_ranges
+
+    check_ranges(cfg)
     for key in CHOICES:
         _check_choice(cfg, key)
     nl = cfg.model.nonlocal_
@@ -505,6 +519,7 @@ def validate(cfg: RunConfig) -> None:
     if d.proxy is not None:
         from nlrepro.data.proxy import check_proxy_config
         check_proxy_config(d.proxy)
+    check_fit(cfg)
     # Placement feasibility needs the network's stage sizes: checked by the model code.
     from nlrepro.models.placement import compile_placement, stage_blocks_of
     compile_placement(nl.blocks, nl.stages, stage_blocks_of(cfg.model), cfg.model.depth,
@@ -558,4 +573,7 @@ def save_config(cfg: RunConfig, path: Path) -> None:
 
 
 def read_config(path: Path) -> RunConfig:
-    return from_dict(yaml.safe_load(Path(path).read_text()))
+    data = read_yaml(Path(path).read_text(), str(path))
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a run config must be a mapping, got {type(data).__name__}")
+    return from_dict(data)

@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from nlrepro.config import (ConfigError, RunConfig, config_hash, load_config, merge, parse_set,
-                            to_dict)
+                            read_yaml, to_dict)
 from nlrepro.train import is_done, prepare_run_dir, read_summary
 from nlrepro.utils import atomic_write_json
 
@@ -72,7 +71,10 @@ def load_grid(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"grid file {str(path)!r} not found")
-    grid = yaml.safe_load(path.read_text()) or {}
+    grid = read_yaml(path.read_text(), str(path)) or {}
+    if not isinstance(grid, dict):
+        raise ConfigError(f"{path}: a grid must be a mapping with 'table' and 'rows', "
+                          f"got {type(grid).__name__}")
     unknown = set(grid) - GRID_KEYS
     if unknown:
         raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; valid: {sorted(GRID_KEYS)}")
@@ -80,13 +82,30 @@ def load_grid(path: Path) -> dict:
         if key not in grid:
             raise ConfigError(f"{path}: missing {key!r}")
     grid["table"] = str(grid["table"])
-    for i, row in enumerate(grid["rows"]):
-        bad = set(row) - ROW_KEYS
-        if bad or "label" not in row:
-            raise ConfigError(f"{path}: row {i} has unknown keys {sorted(bad)} or no label; "
-                              f"valid: {sorted(ROW_KEYS)}")
+    check_rows(grid["rows"], path)
     grid["_path"] = str(path)
     return grid
+
+
+def check_rows(rows: Any, path: Path) -> None:
+    """``rows`` must be a non-empty list of mappings, each with a label and known keys."""
+    if not isinstance(rows, list) or not rows:
+        got = "an empty list" if rows == [] else f"{type(rows).__name__} {rows!r}"
+        raise ConfigError(f"{path}: rows must be a non-empty list of mappings such as "
+                          f"{{label: ..., set: {{...}}}}, got {got}")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ConfigError(f"{path}: row {i} must be a mapping such as {{label: ..., set: "
+                              f"{{...}}}}, got {type(row).__name__} {row!r}")
+        bad = set(row) - ROW_KEYS
+        if bad:
+            raise ConfigError(f"{path}: row {i} has unknown keys {sorted(bad)}; "
+                              f"valid: {sorted(ROW_KEYS)}")
+        if "label" not in row:
+            raise ConfigError(f"{path}: row {i} has no label; valid keys: {sorted(ROW_KEYS)}")
+        if not isinstance(row.get("set") or {}, dict):
+            raise ConfigError(f"{path}: row {i} ({row['label']!r}): set must be a mapping of "
+                              f"config keys, got {row['set']!r}")
 
 
 def grid_path(table: str) -> Path:

@@ -1,0 +1,67 @@
+"""Which failures are the user's to fix, and the one line that says how.
+
+The CLI prints that line and exits with 2 instead of a traceback (``--debug`` keeps the
+traceback).  Anything not recognised here is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+import yaml
+
+from nlrepro.config import ConfigError
+
+# errno -> what the user can do about it.
+DISK_ERRORS = {
+    errno.ENOSPC: "free some space or choose another folder (--results, output_dir, data.root)",
+    errno.EDQUOT: "free some space or choose another folder (--results, output_dir, data.root)",
+    errno.EACCES: "choose a writable folder (--results, output_dir, data.root)",
+    errno.EPERM: "choose a writable folder (--results, output_dir, data.root)",
+    errno.EROFS: "choose a folder on a writable file system (--results, output_dir, data.root)",
+}
+
+
+def _is_annotation_error(exc: BaseException) -> bool:
+    from nlrepro.data.annotations import AnnotationError  # light: csv, json, logging
+
+    return isinstance(exc, AnnotationError)
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """One line for a YAML error: a tag that would construct an object, or where parsing broke."""
+    problem = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
+    if isinstance(err, yaml.constructor.ConstructorError):
+        return f"{problem}; only plain YAML data is allowed (no !!python or other object tags)"
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"not valid YAML: {problem}{where}"
+
+
+def one_line(exc: BaseException) -> str | None:
+    """The message for a user error, or None for anything else (a bug: keep the traceback)."""
+    if isinstance(exc, ConfigError) or _is_annotation_error(exc):
+        return _first_line(str(exc))
+    if isinstance(exc, yaml.YAMLError):
+        return yaml_problem(exc)
+    if isinstance(exc, OSError) and exc.errno in DISK_ERRORS:
+        what = f"cannot write {exc.filename}" if exc.filename else "a write failed"
+        name = errno.errorcode.get(exc.errno, str(exc.errno))
+        return (f"{what}: {exc.strerror or name} ({name}); "
+                f"{DISK_ERRORS[exc.errno]}")
+    return None
+
+
+def _first_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return " ".join(lines) if lines else "error"
+
+
+def report(exc: BaseException, command: str, stream: Any) -> bool:
+    """Print the user error's line to ``stream``; False when ``exc`` is not a user error."""
+    line = one_line(exc)
+    if line is None:
+        return False
+    print(f"nlrepro {command}: error: {line}", file=stream)
+    return True
