@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from nlrepro.config import RunConfig, config_hash, load_config, read_config, save_config, to_dict
+from nlrepro.resume import resume_checkpoint
 from nlrepro.utils import atomic_write_json, atomic_write_text, git_commit, library_versions
 
 log = logging.getLogger("nlrepro.train")
@@ -213,15 +214,15 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     dm = VideoDataModule(cfg)
-    last = run_dir / CKPT_DIR / LAST
+    last = resume_checkpoint(run_dir / CKPT_DIR)  # None: a fresh start
     model = VideoClassifier.from_config(
-        cfg, load_pretrained=not last.exists() and not cfg.trainer.init_from)
+        cfg, load_pretrained=last is None and not cfg.trainer.init_from)
     init_report = None
-    if cfg.trainer.init_from and not last.exists():
+    if cfg.trainer.init_from and last is None:
         init_report = _init_from(model, cfg.trainer.init_from)
     if cfg.trainer.compile:
         model.model = torch.compile(model.model)
-    resumed = last.exists()
+    resumed = last is not None
     if resumed:
         _trim_history(run_dir, last)
     elapsed_before = _load_elapsed(run_dir) if resumed else 0.0
@@ -240,7 +241,9 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
         enable_progress_bar=sys.stderr.isatty(), enable_model_summary=False,
     )
     fit_start = time.time()
-    trainer.fit(model, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
+    # weights_only=True explicitly: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot override it.
+    trainer.fit(model, datamodule=dm, ckpt_path=str(last) if resumed else None,
+                weights_only=True)
     fit_time = time.time() - fit_start
     fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if not any(k.startswith("val/") for k in fit_metrics):
