@@ -552,6 +552,10 @@ def identity(cfg: RunConfig) -> dict:
         from nlrepro.pretrain import identity as frames_identity
 
         data["model"]["pretrained"] = {PROXY_FRAMES: frames_identity(cfg)}
+    # The data's content, not the names of its files (nlrepro/data_identity.py).
+    from nlrepro.data_identity import data_identity
+
+    data["data"].update(data_identity(cfg.data, cfg.model.num_classes))
     for key in NON_IDENTITY_KEYS:
         parts = key.split(".")
         node = data
