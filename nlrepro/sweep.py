@@ -25,6 +25,7 @@ from typing import Any
 
 from nlrepro.config import (ConfigError, RunConfig, config_hash, load_config, merge, parse_set,
                             read_yaml, to_dict)
+from nlrepro.locks import run_lock
 from nlrepro.train import is_done, prepare_run_dir, read_summary
 from nlrepro.utils import atomic_write_json
 
@@ -234,13 +235,16 @@ def reuse_done_twin(spec: RunSpec, results: Path) -> bool:
         if summary is None:
             continue
         write_spec(spec)
-        summary = {**summary, "reused_from": str(twin)}
-        atomic_write_json(spec.run_dir / "summary.json", summary)
-        for extra in ("metrics.csv",):
-            if (twin / extra).is_file():
-                shutil.copyfile(twin / extra, spec.run_dir / extra)
-        _link_checkpoint(twin, spec.run_dir)
-        (spec.run_dir / "done").write_text("")
+        with run_lock(spec.run_dir):  # not while another sweep trains or reuses it
+            if is_done(spec.run_dir):
+                return True
+            summary = {**summary, "reused_from": str(twin)}
+            atomic_write_json(spec.run_dir / "summary.json", summary)
+            for extra in ("metrics.csv",):
+                if (twin / extra).is_file():
+                    shutil.copyfile(twin / extra, spec.run_dir / extra)
+            _link_checkpoint(twin, spec.run_dir)
+            (spec.run_dir / "done").write_text("")
         return True
     return False
 

@@ -11,6 +11,7 @@ Run folder::
     metrics.csv          Lightning CSVLogger, whole history across resumes
     summary.json         written atomically at the end, then ``done``
     error.txt            traceback of the last crash, if any
+    lock                 flock'ed by the process training the run (nlrepro/locks.py)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from nlrepro.config import RunConfig, config_hash, load_config, read_config, save_config, to_dict
+from nlrepro.locks import run_lock
 from nlrepro.resume import resume_checkpoint
 from nlrepro.utils import atomic_write_json, atomic_write_text, git_commit, library_versions
 
@@ -70,14 +72,17 @@ def train_run_dir(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     if is_done(run_dir):
         return read_summary(run_dir) or {}
-    cfg = read_config(run_dir / "config.yaml")
-    try:
-        summary = _train(cfg, run_dir)
-    except BaseException:
-        atomic_write_text(run_dir / "error.txt", traceback.format_exc())
-        raise
-    (run_dir / "error.txt").unlink(missing_ok=True)
-    return summary
+    with run_lock(run_dir):  # waits while another process trains this run
+        if is_done(run_dir):  # it finished while we waited
+            return read_summary(run_dir) or {}
+        cfg = read_config(run_dir / "config.yaml")
+        try:
+            summary = _train(cfg, run_dir)
+        except BaseException:
+            atomic_write_text(run_dir / "error.txt", traceback.format_exc())
+            raise
+        (run_dir / "error.txt").unlink(missing_ok=True)
+        return summary
 
 
 def train(cfg: RunConfig, run_dir: Path | None = None) -> dict:

@@ -31,3 +31,24 @@ def tiny_sets(root: Path, *extra: str) -> list[str]:
             "data.num_crops=1", "data.batch_size=2", "data.num_workers=0",
             "data.cache_decoded=false", "trainer.max_epochs=1", "trainer.threads=1",
             "trainer.log_every_n_steps=1", "trainer.deterministic=true", *extra]
+
+
+def write_grid(path: Path, epochs: list[int]) -> Path:
+    """A grid of one run per entry of ``epochs`` (its trainer.max_epochs); the runs also differ
+    in their learning rate (table ``t``, seed 0)."""
+    lines = ["table: t", "seeds: [0]", "rows:"]
+    lines += [f"  - {{label: r{i}, set: {{optim.lr: {0.001 * (i + 1):g}, "
+              f"trainer.max_epochs: {n}}}}}" for i, n in enumerate(epochs)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def sweep_cmd(grid: Path, results: Path, root: Path, workers: int, *extra: str) -> list[str]:
+    """``python -m nlrepro sweep`` on ``grid`` with the tiny settings (epochs from the grid)."""
+    import sys
+
+    cmd = [sys.executable, "-m", "nlrepro", "sweep", str(grid), "--results", str(results)]
+    for s in tiny_sets(root, f"launcher.local_workers={workers}", *extra):
+        if not s.startswith("trainer.max_epochs="):
+            cmd += ["--set", s]
+    return cmd
