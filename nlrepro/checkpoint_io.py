@@ -9,6 +9,8 @@ from typing import Any
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from nlrepro.leftovers import tmp_prefix
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Save to a hidden temporary file in the same folder, then rename over the target."""
@@ -16,6 +18,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH,
                         storage_options: Any | None = None) -> None:
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = path.with_name(f"{tmp_prefix(path.name)}ckpt")
         super().save_checkpoint(checkpoint, tmp, storage_options)
         os.replace(tmp, path)

@@ -25,6 +25,7 @@ from typing import Any
 
 from nlrepro.config import (ConfigError, RunConfig, config_hash, load_config, merge, parse_set,
                             read_yaml, to_dict)
+from nlrepro.leftovers import tmp_prefix
 from nlrepro.locks import run_lock
 from nlrepro.train import is_done, prepare_run_dir, read_summary
 from nlrepro.utils import atomic_write_json
@@ -207,7 +208,7 @@ def _link_checkpoint(twin: Path, run_dir: Path) -> None:
     if dst.exists() or not src.is_file():
         return
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    tmp = dst.with_name(f"{tmp_prefix(dst.name)}link")
     try:
         os.link(src, tmp)
     except OSError:

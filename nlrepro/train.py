@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from nlrepro.config import RunConfig, config_hash, load_config, read_config, save_config, to_dict
+from nlrepro.leftovers import remove_dead
 from nlrepro.locks import run_lock
 from nlrepro.resume import resume_checkpoint
 from nlrepro.utils import atomic_write_json, atomic_write_text, git_commit, library_versions
@@ -75,6 +76,8 @@ def train_run_dir(run_dir: Path) -> dict:
     with run_lock(run_dir):  # waits while another process trains this run
         if is_done(run_dir):  # it finished while we waited
             return read_summary(run_dir) or {}
+        for folder in (run_dir, run_dir / CKPT_DIR):  # what killed attempts left half-written
+            remove_dead(folder)
         cfg = read_config(run_dir / "config.yaml")
         try:
             summary = _train(cfg, run_dir)

@@ -19,7 +19,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so readers see the old file or the new one, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    from nlrepro.leftovers import tmp_prefix
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=tmp_prefix(path.name))
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; keep what open() would give
         with os.fdopen(fd, "wb") as fh:

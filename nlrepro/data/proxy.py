@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from nlrepro.config import ConfigError, ProxyConfig, RunConfig
+from nlrepro.leftovers import remove_dead, tmp_prefix
 from nlrepro.data.video import DECODED_DIR, open_video, read_frames, write_decoded
 
 # Bump when the rendering changes: a folder written by another version is not reused.
@@ -278,7 +279,7 @@ def make_proxy_data(root: str | Path, proxy_cfg: ProxyConfig, progress: bool = T
         raise FileExistsError(f"{root} exists; make_proxy_data writes a new folder only "
                               "(use ensure_proxy_data to reuse a matching one)")
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.tmp-"))
+    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=tmp_prefix(root.name)))
     try:
         values = dataclasses.asdict(proxy_cfg)
         jobs = [(str(tmp), split, i, values)
@@ -334,6 +335,7 @@ def ensure_proxy_data(cfg: RunConfig) -> Path:
     check_proxy_config(p)
     root = Path(cfg.data.root)
     want = config_record(p)
+    remove_dead(root.parent, root.name)  # half datasets of killed generations
     if not root.exists():
         try:
             make_proxy_data(root, p)
