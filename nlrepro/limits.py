@@ -50,9 +50,10 @@ def _devices() -> tuple[Callable[[Any], bool], str]:
             "an integer >= 1, 'auto' or a device list such as '0,1'")
 
 
-def _each(rule: tuple[Callable[[Any], bool], str]) -> tuple[Callable[[Any], bool], str]:
-    test, words = rule
-    return (lambda v: v is None or all(test(x) for x in v)), f"a list of {words.replace('an ', '')}s"
+def _each(rule: tuple[Callable[[Any], bool], str], plural: str
+          ) -> tuple[Callable[[Any], bool], str]:
+    test = rule[0]
+    return (lambda v: v is None or all(test(x) for x in v)), f"a list of {plural}"
 
 
 def _max_steps() -> tuple[Callable[[Any], bool], str]:
@@ -69,7 +70,7 @@ RULES: list[tuple[str, tuple[Callable[[Any], bool], str]]] = [
     ("model.stem_stride", _int_at_least(1)),
     ("model.stem_temporal_stride", _int_at_least(1)),
     ("model.dropout", _number(0.0, 1.0, hi_open=True)),
-    ("model.stage_blocks", _each(_int_at_least(1))),
+    ("model.stage_blocks", _each(_int_at_least(1), "integers >= 1")),
     ("model.nonlocal.bn_init_gamma", _number()),
     ("data.batch_size", _int_at_least(1)),
     ("data.num_workers", _int_at_least(0)),
@@ -77,7 +78,7 @@ RULES: list[tuple[str, tuple[Callable[[Any], bool], str]]] = [
     ("data.frames", _int_at_least(1)),
     ("data.stride", _int_at_least(1)),
     ("data.crop", _int_at_least(1)),
-    ("data.train_scale", _each(_int_at_least(1))),
+    ("data.train_scale", _each(_int_at_least(1), "integers >= 1")),
     ("data.test_scale", _int_at_least(1)),
     ("data.test_crop", _int_at_least(1)),
     ("data.num_clips", _int_at_least(1)),
