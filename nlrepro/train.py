@@ -327,11 +327,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run folder (default: <output_dir>/<config hash>)")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is now, not as it was at set-up: ``nlrepro.cli.main``
+    runs many times in one process (tests, notebooks), each with its own stderr."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def setup_logging() -> None:
     """nlrepro's own log lines on stderr; Lightning keeps its own handler."""
     logger = logging.getLogger("nlrepro")
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
