@@ -9,7 +9,7 @@ from typing import Any
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from nlrepro.leftovers import tmp_prefix
+from nlrepro.utils import tmp_prefix
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

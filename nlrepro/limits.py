@@ -134,7 +134,7 @@ def check_fit(cfg: RunConfig) -> None:
                 raise ConfigError(f"{key}: {side} is too small for the network: conv1 "
                                   f"(stride {m.stem_stride}) leaves {out} pixels for pool1, "
                                   f"which needs 3; give at least {least}")
-    from nlrepro.models.resnet3d import temporal_sizes  # raises naming data.frames
+    from nlrepro.models.placement import temporal_sizes  # raises naming data.frames
 
     temporal_sizes(d.frames, m.stem_temporal_stride, m.stem_pool, m.pool2)
     if d.proxy is not None:

@@ -25,10 +25,9 @@ from typing import Any
 
 from nlrepro.config import (ConfigError, RunConfig, config_hash, load_config, merge, parse_set,
                             read_yaml, to_dict)
-from nlrepro.leftovers import tmp_prefix
 from nlrepro.locks import run_lock
 from nlrepro.train import is_done, prepare_run_dir, read_summary
-from nlrepro.utils import atomic_write_json
+from nlrepro.utils import atomic_write_json, tmp_prefix
 
 GRID_KEYS = {"table", "title", "seeds", "base", "rows", "depths", "profiles", "plot", "cost",
              "init_from", "notes"}

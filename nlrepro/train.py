@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from nlrepro.config import RunConfig, config_hash, load_config, read_config, save_config, to_dict
-from nlrepro.leftovers import remove_dead
 from nlrepro.locks import run_lock
 from nlrepro.resume import resume_checkpoint
-from nlrepro.utils import atomic_write_json, atomic_write_text, git_commit, library_versions
+from nlrepro.utils import (atomic_write_json, atomic_write_text, git_commit, library_versions,
+                           remove_dead)
 
 log = logging.getLogger("nlrepro.train")
 

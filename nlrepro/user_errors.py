@@ -23,12 +23,6 @@ DISK_ERRORS = {
 }
 
 
-def _is_annotation_error(exc: BaseException) -> bool:
-    from nlrepro.data.annotations import AnnotationError  # light: csv, json, logging
-
-    return isinstance(exc, AnnotationError)
-
-
 def yaml_problem(err: yaml.YAMLError) -> str:
     """One line for a YAML error: a tag that would construct an object, or where parsing broke."""
     problem = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
@@ -41,7 +35,7 @@ def yaml_problem(err: yaml.YAMLError) -> str:
 
 def one_line(exc: BaseException) -> str | None:
     """The message for a user error, or None for anything else (a bug: keep the traceback)."""
-    if isinstance(exc, ConfigError) or _is_annotation_error(exc):
+    if isinstance(exc, ConfigError):  # also data.annotations.AnnotationError
         return _first_line(str(exc))
     if isinstance(exc, yaml.YAMLError):
         return yaml_problem(exc)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from nlrepro.config import load_config
 from nlrepro.data.proxy import ensure_proxy_data
-from nlrepro.leftovers import _HOST, remove_dead, tmp_prefix
+from nlrepro.utils import _HOST, remove_dead, tmp_prefix
 
 PROXY = ["data.proxy.num_train=8", "data.proxy.num_val=4", "data.proxy.num_test=4"]
 
@@ -67,7 +67,7 @@ def test_only_temporaries_of_dead_writers_on_this_host_go(tmp_path):
 def test_atomic_writes_name_their_temporaries_after_the_writer(tmp_path, monkeypatch):
     """So a write killed before its rename leaves a name that start-up can judge."""
     from nlrepro import utils
-    from nlrepro.leftovers import TMP_NAME
+    from nlrepro.utils import TMP_NAME
 
     seen, real = [], os.replace
     monkeypatch.setattr(os, "replace", lambda src, dst: (seen.append(Path(src).name),

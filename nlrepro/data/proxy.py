@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 
 from nlrepro.config import ConfigError, ProxyConfig, RunConfig
-from nlrepro.leftovers import remove_dead, tmp_prefix
 from nlrepro.data.video import DECODED_DIR, open_video, read_frames, write_decoded
+from nlrepro.utils import remove_dead, tmp_prefix
 
 # Bump when the rendering changes: a folder written by another version is not reused.
 GENERATOR_VERSION = 5
