@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 	$(addprefix table,$(TABLES))
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9%-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk -v tables="$(TABLES)" 'BEGIN {FS = ":.*## "} /^[a-z0-9%-]+:.*## / {printf "  %-14s %s\n", $$1, $$2} /^\$$\(addprefix table,.*## / {n = split(tables, t, " "); for (i = 1; i <= n; i++) printf "  %-14s %s\n", "table" t[i], $$2}' $(MAKEFILE_LIST)
 
 # The pinned torch is PyPI's CUDA build (torchvision's wheels need it, even on a CPU): about
 # 6 GiB installed. --no-cache-dir keeps pip from holding a second copy of every wheel in
@@ -45,7 +45,7 @@ test-slurm: $(STAMP) ## bring up a local SLURM cluster (root, Debian) and run it
 bench: $(STAMP) ## CPU (and GPU if present) benchmarks -> results/bench/
 	$(BIN)/python benchmarks/run_all.py
 
-$(addprefix table,$(TABLES)): table%: $(STAMP) ## tableNN: sweep, collect, render one paper table
+$(addprefix table,$(TABLES)): table%: $(STAMP) ## sweep, collect, render this paper table
 	$(NLREPRO) sweep experiments/table$*.yaml --profile $(PROFILE) --launcher $(LAUNCHER)
 	$(NLREPRO) collect --profile $(PROFILE)
 	$(NLREPRO) table $* --profile $(PROFILE)
@@ -67,5 +67,11 @@ figure3: $(STAMP) ## Figure 3 attention maps from a proxy 5-block NL model (Tabl
 proxy-data: $(STAMP) ## write the synthetic proxy videos (done automatically when missing)
 	$(NLREPRO) make-proxy-data --profile $(PROFILE)
 
-clean: ## remove the venv and generated data (results are kept)
-	rm -rf $(VENV) data
+# What the proxy writes under data/ by itself; prepared Kinetics (data/kinetics400) and any other
+# data there is never removed.
+PROXY_DATA := data/proxy data/proxy-long
+
+clean: ## remove .venv and the proxy's generated data (results and Kinetics are kept)
+	rm -rf $(VENV) $(PROXY_DATA)
+	rm -f data/pretrained/frames_*.pt
+	-rmdir data/pretrained data 2>/dev/null || true

@@ -22,11 +22,27 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-proxy-data": ("nlrepro.data.proxy", "write the synthetic proxy dataset"),
     "prepare-kinetics": ("nlrepro.data.prepare", "re-encode a raw Kinetics download"),
     "attention": ("nlrepro.attention", "draw Figure 3 style attention maps"),
+    "eval": ("nlrepro.tools.evaluate", "multi-view test of a run folder or a checkpoint"),
+    "export": ("nlrepro.tools.export", "write a run's model as a plain state dict + config"),
+    "convert-vnl": ("nlrepro.tools.convert_vnl",
+                    "convert an official video-nonlocal-net Caffe2 pickle to a .pt"),
 }
+
+
+def version() -> str:
+    """The installed distribution's version (package metadata), else the source tree's."""
+    import importlib.metadata as md
+
+    try:
+        return md.version("nlrepro")
+    except md.PackageNotFoundError:
+        from nlrepro import __version__
+        return __version__
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nlrepro", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"nlrepro {version()}")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an error instead of its one-line message")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -29,6 +29,7 @@ SCOPES = ("spacetime", "space", "time")
 STAGES = ("res2", "res3", "res4", "res5")
 NORMS = ("bn", "none")
 LIST_FORMATS = ("path_label", "kinetics_csv")
+DECODERS = ("decord", "pyav")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine")
 LAUNCHERS = ("local", "slurm")
@@ -162,6 +163,8 @@ class DataConfig:
     max_retries: int = 10
     # Decode each video once through the real reader and keep the frames (small datasets).
     cache_decoded: bool = False
+    # Video reader: decord, or PyAV where decord has no wheels (same frames; nlrepro/data/video.py).
+    decoder: str = "decord"
     # Generate the proxy dataset into ``root`` when it is missing.
     proxy: ProxyConfig | None = None
 
@@ -256,7 +259,7 @@ _ALIASES_BACK = {v: k for k, v in _ALIASES.items()}
 # Keys that describe where/how a run executes, not what it computes: left out of the run id.
 NON_IDENTITY_KEYS = ("output_dir", "launcher", "trainer.devices", "trainer.num_nodes",
                      "trainer.strategy", "trainer.accelerator", "trainer.threads",
-                     "data.num_workers", "data.root")
+                     "data.num_workers", "data.root", "data.decoder")
 
 CHOICES: dict[str, tuple] = {
     "model.arch": ARCHS,
@@ -265,6 +268,7 @@ CHOICES: dict[str, tuple] = {
     "model.nonlocal.scope": SCOPES,
     "model.nonlocal.norm": NORMS,
     "data.list_format": LIST_FORMATS,
+    "data.decoder": DECODERS,
     "optim.optimizer": OPTIMIZERS,
     "optim.schedule": SCHEDULES,
     "launcher.name": LAUNCHERS,

@@ -37,6 +37,9 @@
 # tests/fixtures/results holds 15 tiny real proxy runs of Table 2a (no runs.csv: collected here).
 RESULTS = "results"
 PROFILE = "proxy"
+# Shown instead when RESULTS holds no finished run yet (a fresh clone): the 15 tiny real proxy
+# runs of Table 2a committed for the golden test.  None: stop with an error instead.
+EXAMPLE_RESULTS = "tests/fixtures/results"
 
 # %%
 from pathlib import Path
@@ -62,6 +65,12 @@ if runs_csv.is_file():
 else:
     runs = collect(results, PROFILE)
     source = f"{results / PROFILE} (no runs.csv: run folders collected in memory)"
+if runs.empty and EXAMPLE_RESULTS:
+    print(f"no finished run in {results / PROFILE} yet: showing the example results in "
+          f"{EXAMPLE_RESULTS} (tiny proxy runs; run `make table2a` for your own)")
+    results = ROOT / EXAMPLE_RESULTS
+    runs = collect(results, PROFILE)
+    source = f"{results / PROFILE} (example results, collected in memory)"
 if runs.empty:
     raise FileNotFoundError(f"no finished run in {results / PROFILE}: run a table first "
                             f"(`make table2a`), or set RESULTS to a folder holding "

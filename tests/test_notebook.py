@@ -191,6 +191,7 @@ def test_notebook_says_what_to_do_without_results(tmp_path):
     namespace: dict = {}
     exec(parameters, namespace)
     namespace["RESULTS"] = str(tmp_path / "empty")
+    namespace["EXAMPLE_RESULTS"] = None
     with pytest.raises(FileNotFoundError, match=r"no finished run in .*`make table2a`"):
         exec(load, namespace)
     assert not (tmp_path / "empty").exists()

@@ -1,4 +1,4 @@
-"""Decoding clips with decord, temporal sampling, and the video dataset.
+"""Decoding clips (decord, or PyAV: ``data.decoder``), temporal sampling, and the video dataset.
 
 Temporal sampling (paper Sec. 4.1, VNL):
 - train: ``frames × stride`` consecutive frames from a uniformly random start, keeping
@@ -86,18 +86,41 @@ def _decord_message(err: BaseException) -> str:
     return re.sub(r"^\[[\d:]+\]\s*\S+:\d+:\s*", "", text)[:200]
 
 
-def open_video(path: Path | str) -> Any:
-    """A decord ``VideoReader`` (one thread: parallelism comes from DataLoader workers)."""
-    import decord
+_fallback_logged = False
 
+
+def resolve_decoder(decoder: str = "decord") -> str:
+    """``decoder``, or ``pyav`` (said once in the log) when decord cannot be imported."""
+    global _fallback_logged
+    if decoder == "decord":
+        try:
+            import decord  # noqa: F401
+        except ImportError:
+            if not _fallback_logged:
+                log.info("decord is not installed here: decoding with PyAV (data.decoder: pyav)")
+                _fallback_logged = True
+            return "pyav"
+    return decoder
+
+
+def open_video(path: Path | str, decoder: str = "decord") -> Any:
+    """A reader with decord's ``VideoReader`` interface: decord's (one thread: parallelism
+    comes from DataLoader workers) or PyAV's (``nlrepro.data.pyav_reader``), same frames."""
     path = Path(path)
     if not path.is_file():
         raise VideoError(path, "missing file")
     if path.stat().st_size == 0:
         raise VideoError(path, "empty file (0 bytes)")
     try:
-        reader = decord.VideoReader(str(path), num_threads=1)
-    except Exception as err:  # decord raises DECORDError / RuntimeError with ffmpeg text
+        if resolve_decoder(decoder) == "pyav":
+            from nlrepro.data.pyav_reader import PyAVReader
+
+            reader = PyAVReader(path)
+        else:
+            import decord
+
+            reader = decord.VideoReader(str(path), num_threads=1)
+    except Exception as err:  # decord: DECORDError / RuntimeError; PyAV: FFmpegError (ffmpeg text)
         reason = _decord_message(err).replace(str(path), "<file>")
         raise VideoError(path, f"cannot open: {reason}") from None
     if len(reader) == 0:
@@ -192,6 +215,7 @@ class VideoDataset(Dataset):
             self.excluded = len(self.known_bad)
         self.frames, self.stride, self.max_retries = cfg.frames, cfg.stride, cfg.max_retries
         self.cache_decoded = cfg.cache_decoded
+        self.decoder = cfg.decoder
         self.num_clips = cfg.num_clips if split == "test" else 1
         self.num_crops = cfg.num_crops if split == "test" else 1
         if split == "train":
@@ -236,7 +260,7 @@ class VideoDataset(Dataset):
     def _open(self, path: Path) -> Any:
         if self._reader is None or self._reader[0] != path:
             self._reader = None
-            self._reader = (path, open_video(path))
+            self._reader = (path, open_video(path, self.decoder))
         return self._reader[1]
 
     def _read(self, i: int, pick: Callable[[int], np.ndarray]) -> torch.Tensor:
@@ -255,7 +279,7 @@ class VideoDataset(Dataset):
                 self._decoded[i] = torch.from_numpy(np.array(stored[0][stored[1]]))
             else:
                 try:
-                    reader = open_video(path)
+                    reader = open_video(path, self.decoder)
                     self._decoded[i] = read_frames(reader, np.arange(len(reader)), path)
                 except VideoError as err:
                     self._decoded[i] = err
