@@ -3,8 +3,8 @@ exclusion list, not the names of the files that hold them.
 
 Two data roots with different lists, or one exclusion list edited in place, train different
 runs, so they must not share a run folder (the second would silently return the first's
-summary).  A file that cannot be read is recorded by its resolved path instead, so a run
-planned before its data exists still gets a distinct id.  The proxy's data is already
+summary).  A file that cannot be read is recorded by its path as configured instead, so a
+run planned before its data exists still gets a distinct id.  The proxy's data is already
 determined by ``data.proxy`` (its videos are generated from it), so only its exclusion list
 is added, and only when one is set: existing proxy run ids do not change.
 """
@@ -42,7 +42,7 @@ def _digest(key: tuple[str, int, int]) -> str:
 
 def file_digest(path: Path) -> str:
     """``sha256:<hex>`` of the file's bytes (cached while it is unchanged), or
-    ``unreadable:<resolved path>``."""
+    ``unreadable:<path>``."""
     key = _stat_key(path)
     try:
         return f"sha256:{_digest(key)}" if key is not None else _unreadable(path)
@@ -51,7 +51,8 @@ def file_digest(path: Path) -> str:
 
 
 def _unreadable(path: Path) -> str:
-    return f"unreadable:{Path(path).resolve()}"
+    # As configured, not resolved: a run id must not depend on where the checkout lives.
+    return f"unreadable:{path}"
 
 
 def class_order(d: DataConfig, num_classes: int) -> str:
