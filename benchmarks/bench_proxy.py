@@ -77,8 +77,8 @@ def run_table(tmp: Path, data: Path) -> dict:
 
 def main() -> int:
     from nlrepro.config import load_config
-    from nlrepro.data.proxy import make_proxy_data
-    from nlrepro.pretrain import ensure_frame_pretrained, uses_frames
+    from nlrepro.proxy.dataset import make_proxy_data
+    from nlrepro.proxy.pretrain import ensure_frame_pretrained, uses_frames
 
     mode = bench_mode()
     sizes = DATA[mode]

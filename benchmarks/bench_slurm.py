@@ -25,7 +25,7 @@ import cluster as slurm  # noqa: E402
 import jobs  # noqa: E402
 
 from nlrepro.config import LauncherConfig  # noqa: E402
-from nlrepro.launch import submit_array  # noqa: E402
+from nlrepro.sweep.launch import submit_array  # noqa: E402
 
 cloudpickle.register_pickle_by_value(jobs)
 OUT = ROOT / "results" / "bench"

@@ -10,18 +10,23 @@ import argparse
 import importlib
 import sys
 
+from nlrepro.errors import report
 
+# Command modules are named as strings and imported by ``importlib`` only when their command
+# runs (lazy on purpose: start-up speed); tests/test_architecture.py reads these names as
+# cli's imports.
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("nlrepro.info", "print a model's parameters, GFLOPs and NL placement as JSON"),
-    "train": ("nlrepro.train", "train and test one run"),
-    "sweep": ("nlrepro.sweep", "expand a table's grid and launch what is not done"),
-    "collect": ("nlrepro.collect", "gather every run summary into results/<profile>/runs.csv"),
-    "table": ("nlrepro.tables", "render a paper table (markdown, LaTeX, plot)"),
-    "claims": ("nlrepro.claims", "check the paper's findings against the runs (scorecard)"),
+    "train": ("nlrepro.run.train", "train and test one run"),
+    "sweep": ("nlrepro.sweep.command", "expand a table's grid and launch what is not done"),
+    "collect": ("nlrepro.report.collect",
+                "gather every run summary into results/<profile>/runs.csv"),
+    "table": ("nlrepro.report.tables", "render a paper table (markdown, LaTeX, plot)"),
+    "claims": ("nlrepro.report.claims", "check the paper's findings against the runs (scorecard)"),
     "check-videos": ("nlrepro.data.check", "decode-check every video of a list"),
-    "make-proxy-data": ("nlrepro.data.proxy", "write the synthetic proxy dataset"),
+    "make-proxy-data": ("nlrepro.proxy.dataset", "write the synthetic proxy dataset"),
     "prepare-kinetics": ("nlrepro.data.prepare", "re-encode a raw Kinetics download"),
-    "attention": ("nlrepro.attention", "draw Figure 3 style attention maps"),
+    "attention": ("nlrepro.figure3.command", "draw Figure 3 style attention maps"),
     "eval": ("nlrepro.tools.evaluate", "multi-view test of a run folder or a checkpoint"),
     "export": ("nlrepro.tools.export", "write a run's model as a plain state dict + config"),
     "convert-vnl": ("nlrepro.tools.convert_vnl",
@@ -67,8 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(importlib.import_module(args._module).main(args) or 0)
     except Exception as err:  # noqa: BLE001 - sorted into user errors and bugs below
-        from nlrepro.user_errors import report
-
         if args.debug or not report(err, args.command, sys.stderr):
             raise
         return 2

@@ -1,5 +1,5 @@
-"""Small shared helpers: atomic writes, temporaries of dead writers, library versions, git
-commit."""
+"""Small shared helpers: atomic writes, temporaries of dead writers, logging set-up, library
+versions, git commit."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +26,42 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so readers see the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=tmp_prefix(path.name))
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; keep what open() would give
+    with atomic_path(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A hidden temporary file beside ``path`` to write (or link) into; renamed over ``path``
+    when the block ends, removed when it raises.  The one atomic-write mechanism of nlrepro:
+    text, JSON, figures, checkpoints and linked files all go through it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=tmp_prefix(path.name))
+    tmp = Path(name)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; keep what open() would give
+        os.close(fd)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def save_figure(fig: Any, path: Path, **savefig: Any) -> Path:
+    """Save a matplotlib figure atomically, in the format of ``path``'s suffix."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".").lower(), **savefig)
+    plt.close(fig)
+    return path
 
 
 def _umask() -> int:
@@ -79,6 +106,32 @@ def inside(root: Path, path: str | Path) -> Path:
     if full != root and root not in full.parents:
         raise ValueError(f"path {str(path)!r} escapes its root {str(root)!r}")
     return full
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is now, not as it was at set-up: ``nlrepro.cli.main``
+    runs many times in one process (tests, notebooks), each with its own stderr."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def setup_logging() -> None:
+    """nlrepro's own log lines on stderr; Lightning keeps its own handler."""
+    logger = logging.getLogger("nlrepro")
+    if not logger.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    # The run folder holds config.yaml next to metrics.csv; resume keeps the history itself.
+    warnings.filterwarnings("ignore", message="Experiment logs directory .* exists")
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
 
 
 # ---- temporaries ----------------------------------------------------------------------

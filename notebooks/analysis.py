@@ -23,7 +23,7 @@
 # stage, number of blocks, scope), how far seeds spread, how training went, and what the
 # accuracy cost in time and multiply-adds.
 #
-# The tables come from `nlrepro.tables` (the same code as `nlrepro table`), so the notebook and
+# The tables come from `nlrepro.report.tables` (the same code as `nlrepro table`), so the notebook and
 # the rendered tables cannot disagree.  Without a `runs.csv` the finished run folders under
 # `RESULTS` are collected in memory (`nlrepro collect` without writing); the notebook never
 # writes anything.  On the **proxy** profile the numbers are a synthetic
@@ -50,11 +50,11 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 import nlrepro
-from nlrepro.collect import collect
+from nlrepro.report.collect import collect
 from nlrepro.config import read_config
 from nlrepro.info import model_info
 from nlrepro.sweep import expand, grid_path, load_grid
-from nlrepro.tables import add_cost, build_table, display_frame, footnotes, load_paper, to_markdown
+from nlrepro.report.tables import add_cost, build_table, display_frame, footnotes, load_paper, to_markdown
 
 ROOT = Path(nlrepro.__file__).resolve().parent.parent
 results = Path(RESULTS) if Path(RESULTS).is_absolute() else ROOT / RESULTS

@@ -14,7 +14,7 @@ from torch import nn
 from nlrepro.config import ConfigError, load_config
 from nlrepro.info import model_info
 from nlrepro.models.resnet3d import build_model
-from nlrepro.tables import PAPER_CSV
+from nlrepro.report.tables import PAPER_CSV
 
 TABLE_2E = {  # row label of paper_table2.csv -> our config
     "C2D baseline": ["model.arch=c2d"],

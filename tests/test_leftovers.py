@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from nlrepro.config import load_config
-from nlrepro.data.proxy import ensure_proxy_data
+from nlrepro.proxy.dataset import ensure_proxy_data
 from nlrepro.utils import _HOST, remove_dead, tmp_prefix
 
 PROXY = ["data.proxy.num_train=8", "data.proxy.num_val=4", "data.proxy.num_test=4"]

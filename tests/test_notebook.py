@@ -23,10 +23,11 @@ import pandas as pd
 import pytest
 from nbclient import NotebookClient
 
-from nlrepro.collect import collect
-from nlrepro.config import config_hash, to_dict
+from nlrepro.report.collect import collect
+from nlrepro.config import to_dict
+from nlrepro.run.identity import config_hash
 from nlrepro.sweep import expand, grid_path, load_grid, write_spec
-from nlrepro.tables import render
+from nlrepro.report.tables import render
 from nlrepro.utils import atomic_write_json
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,12 +24,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nlrepro.config import ConfigError
+from nlrepro.choices import LIST_FORMATS as FORMATS
+from nlrepro.errors import ConfigError
 from nlrepro.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("path_label", "kinetics_csv")
 KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end", "split")
 
 

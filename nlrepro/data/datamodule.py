@@ -56,7 +56,8 @@ class EpochRandomSampler(RandomSampler):
 
 
 class VideoDataModule(L.LightningDataModule):
-    """Lists -> datasets -> loaders for ``cfg.data``; never writes videos in ``setup``."""
+    """Lists -> datasets -> loaders for ``cfg.data``.  It never writes videos: the caller
+    makes sure they exist (``nlrepro.proxy.dataset.ensure_proxy_data`` for the proxy)."""
 
     def __init__(self, cfg: RunConfig) -> None:
         super().__init__()
@@ -68,13 +69,6 @@ class VideoDataModule(L.LightningDataModule):
         self._train_retries = 0
 
     # ---- Lightning hooks ---------------------------------------------------------------
-    def prepare_data(self) -> None:
-        """Generate the proxy dataset when the profile asks for it (once, on one process)."""
-        if self.cfg.data.proxy is not None:
-            from nlrepro.data.proxy import ensure_proxy_data
-
-            ensure_proxy_data(self.cfg)
-
     def setup(self, stage: str | None = None) -> None:
         d = self.cfg.data
         if self.classes is None:

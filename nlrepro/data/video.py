@@ -31,13 +31,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from nlrepro.choices import SPLITS
 from nlrepro.config import DataConfig
 from nlrepro.data.annotations import VideoRecord, split_excluded
+from nlrepro.data.pyav_reader import PyAVReader
 from nlrepro.data.transforms import EvalTransform, TrainTransform, evenly_spaced
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 # A dataset folder may ship its videos decoded once (the proxy generator does):
 # <root>/decoded/<name>.npy (uint8, videos × T × H × W × C) + <name>.txt (their relative paths).
 DECODED_DIR = "decoded"
@@ -113,8 +114,6 @@ def open_video(path: Path | str, decoder: str = "decord") -> Any:
         raise VideoError(path, "empty file (0 bytes)")
     try:
         if resolve_decoder(decoder) == "pyav":
-            from nlrepro.data.pyav_reader import PyAVReader
-
             reader = PyAVReader(path)
         else:
             import decord
@@ -148,7 +147,7 @@ def worker_context() -> multiprocessing.context.BaseContext:
     """Start method for processes that decode: never a plain fork of the caller.
 
     With decord 0.6, a child forked from a process that has already decoded a frame
-    hangs in its first ``get_batch`` (seen in a test session, or a second check).
+    hangs in its first ``get_batch``.
     ``forkserver`` children fork from a clean server that only imported this module,
     so they start fast; ``spawn`` where forkserver does not exist.
     """

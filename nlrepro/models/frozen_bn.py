@@ -8,7 +8,7 @@ into a per-channel affine layer and keeps training that:
 
 ``scale`` and ``bias`` stay trainable (the normalisation statistics are what is frozen); they
 are stored as ``weight`` / ``bias`` and :class:`FrozenBN3d` is what the optimiser recognises to
-put them in the no-weight-decay group (``nlrepro.module.param_groups``), like BN parameters.
+put them in the no-weight-decay group (``nlrepro.run.module.param_groups``), like BN parameters.
 """
 
 from __future__ import annotations

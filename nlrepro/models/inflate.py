@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from nlrepro.config import PROXY_FRAMES, ConfigError
+from nlrepro.choices import PROXY_FRAMES
+from nlrepro.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,8 @@ def load_pretrained_2d(model: nn.Module, model_cfg: Any) -> InflateReport:
     source = model_cfg.pretrained
     if source == PROXY_FRAMES:
         raise ConfigError("model.pretrained: 'proxy-frames' is resolved from the whole run config "
-                          "(nlrepro.pretrain.resolve); build the model through VideoClassifier")
+                          "(nlrepro.proxy.pretrain.frames_weights); pass its file to "
+                          "VideoClassifier(pretrained_path=...)")
     state = imagenet_state_dict(model_cfg.depth) if source == "imagenet" \
         else read_state_dict(source)
     report = inflate_imagenet(model, state)

@@ -20,10 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-INSTANTIATIONS = ("gaussian", "embedded_gaussian", "dot_product", "concatenation")
-SCOPES = ("spacetime", "space", "time")
-NORMS = ("bn", "none")
-SOFTMAX = ("gaussian", "embedded_gaussian")
+from nlrepro.choices import INSTANTIATIONS, NORMS, SCOPES, SOFTMAX
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
@@ -232,9 +229,7 @@ def fuses_softmax(m: int, in_channels: int) -> bool:
     """Whether a softmax block skips its n × m affinity: only where a row of keys is longer
     than a row of the block's input (m > C), i.e. where the affinity would be the block's
     largest tensor.  Below that the affinity costs no more memory than x itself, and CPU's
-    fused and chunked kernels are slower on short rows: the 8-frame NL C2D training step (one
-    frame per block, m = 196 at res3) was 1.08-1.17× slower with them, and at res4 4×14² the
-    chunked gaussian kernel took 91 ms against 78 ms materialised (results/bench)."""
+    fused and chunked kernels are slower on short rows (timings: docs/DEVELOPING.md)."""
     return m > in_channels
 
 
@@ -242,9 +237,9 @@ def _softmax_attention(q: Tensor, key: Tensor, val: Tensor, scale: float) -> Ten
     """softmax(s·qkᵀ)v without keeping the n × m matrix (exact: the same softmax, blockwise).
 
     Equal head dims (embedded gaussian): fused SDPA on contiguous 4-D tensors (3-D inputs, or
-    the strided views ``_sets`` returns, take CPU's materialising math path: measured 1.00× the
-    reference's memory strided, 0.33× contiguous; benchmarks/bench_nonlocal.py).  Unequal dims (gaussian: q, k have C channels, v C/2): CPU SDPA
-    silently materialises, so query chunks with a hand-written backward do it instead.
+    the strided views ``_sets`` returns, take CPU's materialising math path).  Unequal dims
+    (gaussian: q, k have C channels, v C/2): CPU SDPA silently materialises, so query chunks
+    with a hand-written backward do it instead.
     """
     if q.shape[-1] == val.shape[-1]:
         q, key, val = (t.contiguous()[:, None] for t in (q, key, val))
@@ -261,7 +256,7 @@ def _softmax_attention_padded(q: Tensor, key: Tensor, val: Tensor, scale: float)
     """The alternative for a narrower v: zero-pad v to q's width so fused SDPA applies.
 
     Exact (padded columns are 0 and cut off) but the p·v product does twice the work; kept
-    for ``benchmarks/bench_nonlocal.py``, which measures it against the chunked kernel.
+    as the benchmarks' point of comparison for the chunked kernel.
     """
     dv = val.shape[-1]
     val = F.pad(val, (0, q.shape[-1] - dv))

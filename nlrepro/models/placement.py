@@ -27,10 +27,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from nlrepro.config import ConfigError
+from nlrepro.choices import BLOCKS_PER_DEPTH, STAGES
+from nlrepro.errors import ConfigError
 
-STAGES = ("res2", "res3", "res4", "res5")
-BLOCKS_PER_DEPTH = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 # NL blocks per stage for the multi-stage counts of Table 2c.
 MULTI_STAGE_COUNTS = {5: {"res3": 2, "res4": 3}, 10: {"res3": 4, "res4": 6}}
 VALID_COUNTS = (0, 1, *MULTI_STAGE_COUNTS)

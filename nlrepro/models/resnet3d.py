@@ -34,11 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nlrepro.config import ConfigError
+from nlrepro.choices import ARCHS, STAGES
+from nlrepro.errors import ConfigError
 from nlrepro.models.frozen_bn import freeze_bn
-from nlrepro.models.placement import STAGES, compile_placement, stage_blocks_of, temporal_sizes
-
-ARCHS = ("c2d", "i3d_3x1x1", "i3d_3x3x3")
+from nlrepro.models.inflate import load_pretrained_2d
+from nlrepro.models.non_local import NonLocalBlock
+from nlrepro.models.placement import compile_placement, stage_blocks_of, temporal_sizes
 STEM_TEMPORAL_KERNEL = {"c2d": 1, "i3d_3x1x1": 5, "i3d_3x3x3": 5}
 
 
@@ -206,8 +207,6 @@ class ResNet3D(nn.Module):
 
 def _nonlocal_factory(nl_cfg: Any) -> Any:
     """A function (stage, channels) -> NonLocalBlock configured from ``model.nonlocal``."""
-    from nlrepro.models.non_local import NonLocalBlock
-
     def make(stage: str, channels: int) -> nn.Module:
         block = NonLocalBlock(channels, nl_cfg.instantiation, nl_cfg.scope, nl_cfg.subsample,
                               nl_cfg.scale, norm=nl_cfg.norm,
@@ -247,7 +246,6 @@ def build_model(model_cfg: Any, frames: int | None = None, crop: int | None = No
         placement=placement, nonlocal_factory=_nonlocal_factory(nl) if placement else None,
         train_crop=crop)
     if load_pretrained and model_cfg.pretrained:
-        from nlrepro.models.inflate import load_pretrained_2d
         load_pretrained_2d(model, model_cfg)
     if model_cfg.frozen_bn:  # after the weights: BN statistics are folded into the affine
         model = freeze_bn(model)

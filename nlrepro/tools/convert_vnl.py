@@ -29,6 +29,11 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from nlrepro.config import ConfigError, RunConfig, load_config
+from nlrepro.models.frozen_bn import FrozenBN3d
+from nlrepro.models.resnet3d import build_model
+from nlrepro.tools.vnl_names import blob_names, is_solver_state
+from nlrepro.tools.weights import save_plain, sha256
+from nlrepro.utils import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +116,6 @@ def convert(blobs: dict[str, np.ndarray], model: Any) -> tuple[dict[str, Any], d
     """
     import torch
 
-    from nlrepro.models.frozen_bn import FrozenBN3d
-    from nlrepro.tools.vnl_names import blob_names, is_solver_state
-
     names = blob_names(model)
     own = model.state_dict()
     frozen = {path for path, m in model.named_modules() if isinstance(m, FrozenBN3d)}
@@ -162,10 +164,6 @@ def convert(blobs: dict[str, np.ndarray], model: Any) -> tuple[dict[str, Any], d
 def convert_file(pkl: Path, cfg: RunConfig, out: Path,
                  allow_unmatched: bool = False) -> dict[str, Any]:
     """Convert ``pkl`` for the model of ``cfg``; write ``out`` (.pt), its .yaml and .json."""
-    from nlrepro.models.resnet3d import build_model
-    from nlrepro.tools.weights import save_plain, sha256
-    from nlrepro.utils import atomic_write_json
-
     if out.suffix != ".pt":
         raise ConversionError(f"{out}: the output must be a .pt file")
     blobs = load_blobs(pkl)

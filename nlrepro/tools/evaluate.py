@@ -27,22 +27,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nlrepro.config import RunConfig, config_hash, to_dict
+from nlrepro.config import RunConfig, to_dict
+from nlrepro.data.datamodule import VideoDataModule
+from nlrepro.run import rundir
+from nlrepro.run.identity import config_hash
+from nlrepro.run.module import VideoClassifier
+from nlrepro.run.precise_bn import update_bn_stats
 from nlrepro.tools.weights import Source, check_keys, load_source, resolve_config
+from nlrepro.utils import atomic_write_json, git_commit, library_versions, setup_logging
 
 log = logging.getLogger("nlrepro.eval")
 
 
 def default_out(source: Source, target: Path) -> Path:
     if source.kind == "run":
-        return Path(target) / "eval" / "summary.json"
-    return source.path.with_name(f"{source.path.name}.eval") / "summary.json"
+        return Path(target) / "eval" / rundir.SUMMARY
+    return source.path.with_name(f"{source.path.name}.eval") / rundir.SUMMARY
 
 
 def load_module(source: Source, cfg: RunConfig) -> Any:
     """The training module of ``cfg`` holding ``source``'s weights (no ImageNet file read)."""
-    from nlrepro.module import VideoClassifier
-
     module = VideoClassifier.from_config(cfg, load_pretrained=False)
     check_keys(module.model.state_dict(), source.state_dict)
     module.model.load_state_dict(source.state_dict)
@@ -55,9 +59,6 @@ def evaluate(source: Source, cfg: RunConfig, precise_bn: bool = False,
     given, else ``load_module``); the summary dict."""
     import lightning as L
     import torch
-
-    from nlrepro.data.datamodule import VideoDataModule
-    from nlrepro.utils import git_commit, library_versions
 
     t0 = time.time()
     if cfg.trainer.threads:
@@ -76,8 +77,6 @@ def evaluate(source: Source, cfg: RunConfig, precise_bn: bool = False,
         logger=False, enable_checkpointing=False, limit_test_batches=t.limit_test_batches,
         enable_progress_bar=sys.stderr.isatty(), enable_model_summary=False)
     if precise_bn and t.precise_bn_batches > 0:
-        from nlrepro.precise_bn import update_bn_stats
-
         dm.prepare_data()
         module.to(trainer.strategy.root_device)
         clips = (b[0].to(module.device) for b in dm.train_dataloader())
@@ -118,9 +117,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from nlrepro.train import setup_logging
-    from nlrepro.utils import atomic_write_json
-
     setup_logging()
     source = load_source(args.target)
     cfg = resolve_config(source, args.profile, args.sets)

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from nlrepro.config import ConfigError
+from nlrepro.run import rundir
 from nlrepro.tools.weights import build_and_load, load_source, resolve_config, save_plain, sha256
 
-WEIGHTS, CONFIG = "model.pt", "config.yaml"
+WEIGHTS, CONFIG = "model.pt", rundir.CONFIG  # export/ reads like a run folder
 
 
 def export(target: Path, out: Path | None = None) -> dict[str, Any]:

@@ -18,8 +18,10 @@ import yaml
 
 from nlrepro.config import (ConfigError, RunConfig, from_dict, load_config, merge, parse_set,
                             save_config)
+from nlrepro.models.resnet3d import build_model
+from nlrepro.run import rundir
 
-CKPT = Path("checkpoints") / "last.ckpt"
+CKPT = Path(rundir.CKPT_DIR) / rundir.LAST
 WRAPPER_PREFIX = "model."  # VideoClassifier keeps the network in ``self.model``
 COMPILED_PREFIX = "_orig_mod."  # what torch.compile (trainer.compile) puts in front
 
@@ -69,7 +71,7 @@ def model_state(checkpoint_state: dict[str, Any]) -> dict[str, Any]:
 
 
 def sidecar_config(weights: Path) -> Path | None:
-    for candidate in (weights.with_suffix(".yaml"), weights.parent / "config.yaml"):
+    for candidate in (weights.with_suffix(".yaml"), weights.parent / rundir.CONFIG):
         if candidate.is_file():
             return candidate
     return None
@@ -79,7 +81,7 @@ def load_source(target: Path) -> Source:
     """Read a run folder, a ``.ckpt`` or a plain ``.pt``; ``ConfigError`` for anything else."""
     target = Path(target)
     if target.is_dir():
-        ckpt, cfg_path = target / CKPT, target / "config.yaml"
+        ckpt, cfg_path = target / CKPT, target / rundir.CONFIG
         if not cfg_path.is_file() or not ckpt.is_file():
             raise ConfigError(f"{target}: not a run folder with config.yaml and {CKPT} "
                               "(give a run folder, a .ckpt or a .pt file)")
@@ -116,8 +118,6 @@ def resolve_config(source: Source, profile: str | None, sets: list[str]) -> RunC
 def build_and_load(cfg: RunConfig, state_dict: dict[str, Any]) -> Any:
     """``build_model`` for ``cfg`` (no ImageNet file is read) with ``state_dict`` loaded
     strictly; a mismatch is a ``ConfigError`` naming the first differing keys."""
-    from nlrepro.models.resnet3d import build_model
-
     model = build_model(cfg.model, frames=cfg.data.frames, crop=cfg.data.crop,
                         load_pretrained=False)
     check_keys(model.state_dict(), state_dict)

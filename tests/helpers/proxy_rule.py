@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nlrepro.data import proxy
+from nlrepro.proxy import generator
 
 
 def _nearest(img: np.ndarray, palette: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -19,12 +19,12 @@ def label_from_pixels(cue_pixels: np.ndarray, probe_frame: np.ndarray) -> int:
     The cue is the dominant key colour of ``cue_pixels`` (its 16×16 square outnumbers the
     small key-coloured distractors); the core is the yellow/cyan square of ``probe_frame`` and
     the ring the key colour right around it."""
-    which, near = _nearest(cue_pixels, proxy.KEY_PALETTE)
+    which, near = _nearest(cue_pixels, generator.KEY_PALETTE)
     cue = int(np.bincount(which[near], minlength=3).argmax())
-    which, near = _nearest(probe_frame, proxy.CORE_PALETTE)
+    which, near = _nearest(probe_frame, generator.CORE_PALETTE)
     core = int(np.bincount(which[near], minlength=2).argmax())
     ys, xs = np.nonzero(near & (which == core))
     band = probe_frame[max(ys.min() - 2, 0):ys.max() + 3, max(xs.min() - 2, 0):xs.max() + 3]
-    which, near = _nearest(band, proxy.KEY_PALETTE)  # the 2-px ring around the core
+    which, near = _nearest(band, generator.KEY_PALETTE)  # the 2-px ring around the core
     ring = int(np.bincount(which[near], minlength=3).argmax())
     return (0 if ring == cue else 2) + core

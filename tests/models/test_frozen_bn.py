@@ -9,7 +9,7 @@ from torch import nn
 from nlrepro.config import load_config
 from nlrepro.models.frozen_bn import FrozenBN3d, fold_bn_state_dict, freeze_bn
 from nlrepro.models.resnet3d import build_model
-from nlrepro.module import param_groups
+from nlrepro.run.module import param_groups
 
 
 def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -115,7 +115,7 @@ def test_bn_checkpoint_is_folded_when_loaded_into_a_frozen_model(tmp_path):
         torch.testing.assert_close(target(x), source(x), rtol=1e-10, atol=1e-10)
 
     # The same through the training entry point that loads `trainer.init_from`.
-    from nlrepro.train import _init_from
+    from nlrepro.run.train import _init_from
 
     fresh = proxy_model("model.frozen_bn=true").eval()
     path = tmp_path / "last.ckpt"

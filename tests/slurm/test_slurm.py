@@ -15,7 +15,7 @@ import pytest
 
 import jobs
 from nlrepro.config import ConfigError, LauncherConfig
-from nlrepro.launch import (job_error, launch_slurm, make_executor, submit_array,
+from nlrepro.sweep.launch import (job_error, launch_slurm, make_executor, submit_array,
                             validate_launcher, wait_jobs)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]
@@ -113,7 +113,7 @@ def test_executor_passes_only_the_settings_that_are_set(slurm_cluster, tmp_path)
 
 def test_a_crashing_run_comes_back_as_its_error(slurm_cluster, tmp_path):
     from nlrepro.config import load_config
-    from nlrepro.train import prepare_run_dir
+    from nlrepro.run.rundir import prepare_run_dir
 
     missing = tmp_path / "no-such-videos"
     cfg = load_config("proxy", sets=[f"data.root={missing}", "data.proxy=null",
@@ -157,8 +157,8 @@ def nlrepro(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def test_sweep_on_slurm_survives_a_preemption(slurm_cluster, tmp_path):
     from nlrepro.config import load_config
-    from nlrepro.data.proxy import ensure_proxy_data
-    from nlrepro.pretrain import ensure_frame_pretrained
+    from nlrepro.proxy.dataset import ensure_proxy_data
+    from nlrepro.proxy.pretrain import ensure_frame_pretrained
 
     results, grid = tmp_path / "results", tmp_path / "table2a.yaml"
     grid.write_text(GRID)

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 from nlrepro.cli import main
-from nlrepro.config import config_hash, load_config, read_config, save_config
+from nlrepro.config import load_config, read_config, save_config
 from nlrepro.models.resnet3d import build_model
-from nlrepro.module import VideoClassifier
+from nlrepro.run.identity import config_hash
+from nlrepro.run.module import VideoClassifier
 from nlrepro.tools.weights import sha256
 
 TINY = ["data.proxy.num_train=48", "data.proxy.num_val=16", "data.proxy.num_test=16",
@@ -22,7 +23,7 @@ TINY = ["data.proxy.num_train=48", "data.proxy.num_val=16", "data.proxy.num_test
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from nlrepro.train import train
+    from nlrepro.run.train import train
 
     tmp = tmp_path_factory.mktemp("evalrun")
     cfg = load_config("proxy", sets=[*TINY, f"data.root={tmp / 'proxy'}"])

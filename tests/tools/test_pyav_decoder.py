@@ -15,11 +15,12 @@ import pytest
 import torch
 
 from helpers.videos import BROKEN_KINDS, write_video
-from nlrepro.config import ConfigError, config_hash, load_config
+from nlrepro.config import ConfigError, load_config
 from nlrepro.data import video
 from nlrepro.data.annotations import VideoRecord
 from nlrepro.data.pyav_reader import PyAVReader
 from nlrepro.data.video import VideoDataset, VideoError, open_video, read_frames
+from nlrepro.run.identity import config_hash
 
 decord = pytest.importorskip("decord")
 

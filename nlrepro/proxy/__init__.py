@@ -1,0 +1,1 @@
+"""The synthetic proxy task: clip generator, dataset on disk, frame pre-training, ground truth."""

@@ -1,0 +1,74 @@
+"""Every run's ``summary.json`` -> one tidy DataFrame -> ``results/<profile>/runs.csv``.
+
+One row per (run, paper row) with the table, row label, depth, seed, every
+config axis of Table 2, the metrics and the cost.  Only finished runs appear;
+the table renderer compares against the grid to show what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from nlrepro.run import rundir
+from nlrepro.utils import atomic_write_text
+
+COLUMNS = ["table", "row", "depth", "seed", "run_id", "arch", "instantiation", "stages",
+           "blocks", "scope", "frames", "top1_video", "top5_video", "val_top1_clip",
+           "epochs", "steps", "train_seconds", "throughput_clips_per_s", "peak_rss_mb",
+           "videos", "videos_failed", "views_per_video", "train_retries", "reused", "run_dir"]
+
+
+def _row(summary: dict, spec: dict, label: str, run_dir: Path) -> dict:
+    cfg = summary["config"]
+    nl = cfg["model"]["nonlocal"]
+    m = summary.get("metrics", {})
+    videos = summary.get("videos", {})
+    blocks = nl["blocks"]
+    return {
+        "table": str(spec["table"]), "row": label, "depth": int(cfg["model"]["depth"]),
+        "seed": int(summary["seed"]), "run_id": summary["run_id"],
+        "arch": cfg["model"]["arch"],
+        "instantiation": nl["instantiation"] if blocks else "none",
+        "stages": "+".join(nl["stages"] or []) if blocks else "",
+        "blocks": json.dumps(blocks) if isinstance(blocks, dict) else int(blocks),
+        "scope": nl["scope"] if blocks else "", "frames": int(cfg["data"]["frames"]),
+        "top1_video": m.get("test/top1_video"), "top5_video": m.get("test/top5_video"),
+        "val_top1_clip": m.get("val/top1_clip"),
+        "epochs": summary.get("epochs"), "steps": summary.get("steps"),
+        "train_seconds": summary.get("train_seconds"),
+        "throughput_clips_per_s": summary.get("throughput_clips_per_s"),
+        "peak_rss_mb": summary.get("peak_rss_mb"),
+        "videos": m.get("test/videos"), "videos_failed": m.get("test/videos_failed"),
+        "views_per_video": m.get("test/views_per_video"),
+        "train_retries": videos.get("train_retries"),
+        "reused": "reused_from" in summary, "run_dir": str(run_dir),
+    }
+
+
+def collect(results: Path, profile: str) -> pd.DataFrame:
+    """Glob ``<results>/<profile>/<table>/<run>/summary.json`` into one DataFrame."""
+    rows = []
+    for run_dir in rundir.done_runs(results, profile):
+        summary = rundir.read_summary(run_dir)
+        spec = rundir.read_row(run_dir)
+        for label in spec["labels"]:
+            rows.append(_row(summary, spec, label, run_dir))
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    return df.sort_values(["table", "depth", "row", "seed"], kind="stable").reset_index(drop=True)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default="proxy")
+    parser.add_argument("--results", type=Path, default=Path("results"))
+
+
+def main(args: argparse.Namespace) -> int:
+    df = collect(args.results, args.profile)
+    out = Path(args.results) / args.profile / "runs.csv"
+    atomic_write_text(out, df.to_csv(index=False))
+    print(f"{len(df)} finished runs -> {out}")
+    return 0

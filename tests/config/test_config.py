@@ -1,0 +1,88 @@
+"""Config: profiles load, overrides apply, bad input fails early with a clear message."""
+
+import pytest
+
+from nlrepro.config import (ConfigError, load_config, merge, parse_set, read_config,
+                            save_config, to_dict)
+from nlrepro.run.identity import config_hash
+
+
+def test_profiles_load_and_validate():
+    for profile in ("proxy", "kinetics"):
+        cfg = load_config(profile)
+        assert cfg.profile == profile
+    assert load_config("kinetics").data.frames == 32
+
+
+def test_set_overrides_use_yaml_scalars_not_eval():
+    cfg = load_config("proxy", sets=["model.nonlocal.blocks=1", "optim.lr=0.5",
+                                     "model.nonlocal.stages=[res3]"])
+    assert cfg.model.nonlocal_.blocks == 1 and cfg.optim.lr == 0.5
+    assert cfg.model.nonlocal_.stages == ["res3"]
+    # A value that looks like code stays a string and then fails type checking.
+    with pytest.raises(ConfigError, match="model.depth"):
+        load_config("proxy", sets=["model.depth=__import__('os').getcwd()"])
+
+
+@pytest.mark.parametrize("item, words", [
+    ("model.arch=c3d", ["model.arch", "'c3d'", "i3d_3x1x1"]),
+    ("model.nonlocal.instantiation=softmax", ["instantiation", "'softmax'", "dot_product"]),
+    ("model.nonlocal.scope=global", ["scope", "'global'", "spacetime"]),
+    ("model.depth=34", ["model.depth", "34", "101"]),
+    ("model.widht=8", ["unknown key", "model.widht", "width"]),
+    ("optim.lr=fast", ["optim.lr", "'fast'"]),
+    ("model.nonlocal.stages=[res6]", ["res6", "res5"]),
+])
+def test_bad_values_name_key_value_and_choices(item, words):
+    with pytest.raises(ConfigError) as err:
+        load_config("proxy", sets=[item])
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_impossible_combinations_fail_before_running():
+    with pytest.raises(ConfigError, match="time"):
+        load_config("proxy", sets=["data.frames=1", "model.nonlocal.blocks=1",
+                                   "model.nonlocal.scope=time"])
+    with pytest.raises(ValueError, match="10"):
+        load_config("proxy", sets=["model.stage_blocks=[1,2,3,1]", "model.nonlocal.blocks=10",
+                                   "model.nonlocal.fill_small_stages=false"])
+    with pytest.raises(ConfigError, match="unknown profile 'laptop'"):
+        load_config("laptop")
+
+
+def test_hash_ignores_where_it_runs_but_not_what_it_computes(tmp_path):
+    a = load_config("proxy")
+    b = load_config("proxy", sets=["output_dir=/elsewhere", "data.num_workers=3"])
+    c = load_config("proxy", sets=["seed=1"])
+    assert config_hash(a) == config_hash(b) != config_hash(c)
+    save_config(c, tmp_path / "c.yaml")
+    assert to_dict(read_config(tmp_path / "c.yaml")) == to_dict(c)
+
+
+def test_merge_and_parse_set():
+    assert parse_set(["a.b=1", "c=[1, 2]", "d=null"]) == {"a.b": 1, "c": [1, 2], "d": None}
+    assert merge({"a": {"b": 1, "c": 2}}, {"a.b": 3}) == {"a": {"b": 3, "c": 2}}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_set(["novalue"])
+
+
+def test_stage_blocks_keyed_by_depth_resolve_to_the_runs_depth(tmp_path):
+    """The proxy profile's R101 is deeper than its R50 (a mapping by depth); a run's config
+    holds the plain list of its depth, so the R50 hash equals the one of that list given
+    directly, and the saved config reads back."""
+    r50 = load_config("proxy")
+    r101 = load_config("proxy", sets=["model.depth=101"])
+    assert r50.model.stage_blocks == [1, 2, 3, 1]
+    assert r101.model.stage_blocks == [1, 2, 6, 1]
+    assert config_hash(r50) == config_hash(load_config(
+        "proxy", sets=["model.stage_blocks=[1, 2, 3, 1]"])) != config_hash(r101)
+    save_config(r101, tmp_path / "r101.yaml")
+    assert read_config(tmp_path / "r101.yaml").model.stage_blocks == [1, 2, 6, 1]
+    # A mapping given on the command line replaces the profile's, keys as YAML gives them.
+    one = load_config("proxy", sets=["model.stage_blocks={50: [1, 1, 1, 1]}"])
+    assert one.model.stage_blocks == [1, 1, 1, 1]
+    with pytest.raises(ConfigError, match=r"no entry for model.depth=101.*depths \[50\]"):
+        load_config("proxy", sets=["model.stage_blocks={50: [1, 1, 1, 1]}", "model.depth=101"])
+    with pytest.raises(ConfigError, match="key a mapping by depth"):
+        load_config("proxy", sets=["model.stage_blocks={deep: [1, 1, 1, 1]}"])

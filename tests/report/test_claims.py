@@ -1,0 +1,143 @@
+"""The claims scorecard: every verdict rule on hand-made runs, the data file, the golden card."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from nlrepro.report.claims import (CLAIMS_YAML, Runs, RowRef, evaluate, judge, load_claims, render,
+                            worst)
+from nlrepro.errors import ConfigError
+from nlrepro.info import model_info
+from nlrepro.report.collect import collect
+from nlrepro.report.tables import load_paper
+from nlrepro.sweep.grid import expand, grid_path, load_grid
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+EXPECTED = FIXTURES / "expected" / "claims.md"
+
+
+def runs_of(rows: dict[str, list[float]]) -> pd.DataFrame:
+    """``{"2c/baseline/50": [50, 52, 49]}`` -> a runs.csv frame, one run per seed."""
+    out = []
+    for ref, values in rows.items():
+        r = RowRef.parse(ref)
+        for seed, v in enumerate(values):
+            out.append({"table": r.table, "row": r.row, "depth": r.depth, "seed": seed,
+                        "top1_video": v, "run_id": f"{r.table}-{r.row}-{r.depth}-{seed}"})
+    return pd.DataFrame(out)
+
+
+def verdict(claim_id: str, rows: dict[str, list[float]], tmp_path: Path) -> str:
+    claim = next(c for c in load_claims() if c["id"] == claim_id)
+    return evaluate(claim, Runs(runs_of(rows), "proxy", tmp_path), load_paper()).verdict
+
+
+@pytest.mark.parametrize("diffs, a, b, expected", [
+    ([1.0, 2.0, 0.5], 60, 59, "holds"),
+    ([-1.0, -2.0, 0.5], 58, 59, "fails"),
+    ([3.0, -1.0, 0.5], 60, 59, "unresolved"),
+    ([0.0, 0.0, 0.0], 60, 60, "unresolved"),       # a tie is not the claimed sign
+    ([0.0, 0.5, -0.2], 99.4, 99.2, "at ceiling"),
+    ([-0.6, -0.6, -0.6], 99.4, 100.0, "at ceiling"),  # both saturated: not a failure
+    ([], None, None, "not run"),
+])
+def test_judge_each_rule(diffs, a, b, expected):
+    assert judge(pd.Series(diffs, dtype=float), a, b) == expected
+
+
+def test_a_claim_takes_its_worst_comparison():
+    assert worst(["holds", "unresolved", "holds"]) == "unresolved"
+    assert worst(["holds", "at ceiling"]) == "at ceiling"
+    assert worst(["at ceiling", "not run"]) == "not run"
+    assert worst(["not run", "fails", "holds"]) == "fails"
+
+
+def test_claim_that_holds_and_one_that_fails(tmp_path):
+    assert verdict("C8", {"2c/baseline/101": [55, 53, 54], "2c/baseline/50": [50, 52, 49]},
+                   tmp_path) == "holds"
+    # The committed proxy's finding: C2D R101 below C2D R50.
+    assert verdict("C8", {"2c/baseline/101": [46.6, 47.0, 46.8], "2c/baseline/50": [55, 49, 46]},
+                   tmp_path) == "fails"
+
+
+def test_claim_at_ceiling_and_not_run(tmp_path):
+    full = {"2c/1-block/50": [100, 100, 99.8], "2c/5-block/50": [100, 100, 100],
+            "2c/10-block/50": [100, 99.6, 100]}
+    assert verdict("C5", full, tmp_path) == "at ceiling"
+    del full["2c/10-block/50"]
+    assert verdict("C5", full, tmp_path) == "not run"
+
+
+def test_comparisons_are_paired_by_seed(tmp_path):
+    """Seed 0 is missing on one side: only the seeds both rows ran are compared."""
+    rows = runs_of({"2c/baseline/101": [40, 60, 61], "2c/baseline/50": [90, 50, 50]})
+    rows = rows[~((rows["depth"] == 101) & (rows["seed"] == 0))]
+    claim = next(c for c in load_claims() if c["id"] == "C8")
+    result = evaluate(claim, Runs(rows, "proxy", tmp_path), load_paper())
+    (comp,) = result.comparisons
+    assert list(comp.diffs.index) == [1, 2] and list(comp.diffs) == [10, 11]
+    assert result.verdict == "holds" and comp.paper == pytest.approx(73.1 - 71.8)
+
+
+def test_alike_rule(tmp_path):
+    base = {"2a/C2D baseline/50": [50, 50, 50]}
+    names = ["2a/Gaussian/50", "2a/Gaussian, embed/50", "2a/dot-product/50",
+             "2a/concatenation/50"]
+    alike = {**base, **{n: [80 + i, 81, 80] for i, n in enumerate(names)}}
+    assert verdict("C2", alike, tmp_path) == "holds"            # spread 3 < gain 30
+    apart = {**base, **{n: [55 + 10 * i] * 3 for i, n in enumerate(names)}}
+    assert verdict("C2", apart, tmp_path) == "fails"            # spread 30 > gain 5
+    top = {**base, **{n: [100, 99.8, 100] for n in names}}
+    assert verdict("C2", top, tmp_path) == "at ceiling"
+
+
+def test_flops_rule_uses_our_networks(tmp_path):
+    """C12 needs NL C2D to cost fewer multiply-adds than each I3D, whatever the accuracies."""
+    rows = {"2e/NL C2D, 5-block/101": [90, 91, 92], "2e/I3D 3x3x3/101": [80, 80, 80],
+            "2e/I3D 3x1x1/101": [80, 80, 80]}
+    specs = expand(load_grid(grid_path("2e")), "proxy", tmp_path)
+    gflops = {s.labels[0]: model_info(s.config)["gflops"] for s in specs if s.seed == 0}
+    cheaper = gflops["NL C2D, 5-block"] < min(gflops["I3D 3x3x3"], gflops["I3D 3x1x1"])
+    assert verdict("C12", rows, tmp_path) == ("holds" if cheaper else "fails")
+    rows["2e/I3D 3x1x1/101"] = [95, 95, 95]
+    assert verdict("C12", rows, tmp_path) == "fails"
+
+
+def test_claims_file_names_real_rows(tmp_path):
+    claims = load_claims()
+    assert [c["id"] for c in claims] == [f"C{i}" for i in range(1, 16)]
+    bad = tmp_path / "claims.yaml"
+    bad.write_text("- {id: X, table: 2c, claim: c, compare: [[2c/11-block/50, 2c/baseline/50]]}\n")
+    with pytest.raises(ConfigError, match="no paper row 2c 11-block R50.*10-block"):
+        load_claims(bad)
+    bad.write_text("- {id: X, table: 2c, claim: c, rule: mostly}\n")
+    with pytest.raises(ConfigError, match="rule 'mostly'.*alike"):
+        load_claims(bad)
+    assert CLAIMS_YAML.parent.name == "paper_tables"
+
+
+def test_scorecard_renders_exactly_the_committed_fixture_card(tmp_path):
+    """Committed miniature runs (the Table 2a fixtures) -> the scorecard, byte for byte."""
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURES / "results", results)
+    df = collect(results, "proxy")
+    (results / "proxy" / "runs.csv").write_text(df.to_csv(index=False))
+    paths = render("proxy", results, tmp_path / "out", plots=True)
+    text = paths["md"].read_text()
+    if os.environ.get("NLREPRO_UPDATE_GOLDEN"):
+        EXPECTED.write_text(text)
+    assert text == EXPECTED.read_text()
+    assert paths["png"].stat().st_size > 10_000
+    long = pd.read_csv(paths["csv"])
+    assert set(long["id"]) == {f"C{i}" for i in range(1, 16)}
+    judged = long[long["verdict"] != "not run"]
+    assert set(judged["id"]) == {"C1", "C2"}
+    assert all(len(ids.split()) >= 2 for ids in judged["run_ids"])
+
+
+def test_claims_command_needs_collect_first(tmp_path):
+    with pytest.raises(ConfigError, match="runs.csv not found.*nlrepro collect"):
+        render("proxy", tmp_path)

@@ -1,0 +1,94 @@
+"""Table rendering: paper beside ours, mean ± std, deltas, missing runs as —."""
+
+import pandas as pd
+import pytest
+
+from nlrepro.sweep import expand, grid_path, load_grid
+from nlrepro.report.tables import DASH, build_table, display_frame, load_paper, to_markdown
+
+
+def _runs(values: dict[str, list[float]]) -> pd.DataFrame:
+    rows = []
+    for label, tops in values.items():
+        for seed, top1 in enumerate(tops):
+            rows.append({"table": "2a", "row": label, "depth": 50, "seed": seed,
+                         "top1_video": top1, "top5_video": min(100.0, top1 + 30),
+                         "videos": 500, "videos_failed": 0})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def specs(tmp_path):
+    return expand(load_grid(grid_path("2a")), "proxy", tmp_path)
+
+
+def test_build_table_statistics_and_deltas(specs):
+    grid = load_grid(grid_path("2a"))
+    runs = _runs({"C2D baseline": [40.0, 50.0, 60.0], "Gaussian": [70.0, 80.0],
+                  "dot-product": [55.0, 65.0, 75.0]})
+    df = build_table(grid, runs, load_paper(), specs).set_index("row")
+    assert df.loc["C2D baseline", "top1_mean"] == pytest.approx(50.0)
+    assert df.loc["C2D baseline", "top1_std"] == pytest.approx(10.0)      # sample std
+    assert df.loc["Gaussian", "n"] == 2 and df.loc["Gaussian", "expected"] == 3
+    assert df.loc["Gaussian", "delta"] == pytest.approx(25.0)
+    assert df.loc["Gaussian", "paper_delta"] == pytest.approx(72.5 - 71.8)
+    assert df.loc["concatenation", "n"] == 0
+    assert pd.isna(df.loc["concatenation", "top1_mean"])
+
+
+def test_runs_of_an_older_config_are_not_averaged_in(specs):
+    """After a profile change both configs' runs carry the same labels: only today's count."""
+    grid = load_grid(grid_path("2a"))
+    today = {s.seed: s.run_id for s in specs if s.labels[0] == "C2D baseline"}
+    old = _runs({"C2D baseline": [10.0, 10.0, 10.0]}).assign(run_id="0ld0ld0ld0ld")
+    new = _runs({"C2D baseline": [40.0, 50.0]})
+    new["run_id"] = [today[seed] for seed in new["seed"]]
+    df = build_table(grid, pd.concat([old, new]), load_paper(), specs).set_index("row")
+    assert df.loc["C2D baseline", "n"] == 2
+    assert df.loc["C2D baseline", "top1_mean"] == pytest.approx(45.0)
+    # Only results of other configs (copied fixtures): taken by their labels.
+    df = build_table(grid, old, load_paper(), specs).set_index("row")
+    assert df.loc["C2D baseline", "n"] == 3
+
+
+def test_curves_take_the_runs_the_table_counts(specs):
+    """The training-curve plot gets today's runs of a row, not an older config's as well."""
+    from nlrepro.report.tables import current_runs
+
+    today = {s.seed: s.run_id for s in specs if s.labels[0] == "C2D baseline"}
+    old = _runs({"C2D baseline": [10.0, 10.0, 10.0], "Gaussian": [20.0]}).assign(
+        run_id="0ld0ld0ld0ld")
+    new = _runs({"C2D baseline": [40.0, 50.0]})
+    new["run_id"] = [today[seed] for seed in new["seed"]]
+    kept = current_runs(pd.concat([old, new]), specs)
+    assert sorted(kept[kept["row"] == "C2D baseline"]["top1_video"]) == [40.0, 50.0]
+    # A row with no run of today's config keeps its runs, as in the table.
+    assert list(kept[kept["row"] == "Gaussian"]["top1_video"]) == [20.0]
+
+
+def test_missing_rows_render_as_dash_not_zero(specs):
+    grid = load_grid(grid_path("2a"))
+    df = build_table(grid, _runs({"C2D baseline": [50.0]}), load_paper(), specs)
+    shown = display_frame(df, cost=False).set_index("model")
+    assert shown.loc["concatenation", "ours top-1"] == DASH
+    assert shown.loc["concatenation", "n"] == "0/3"
+    assert shown.loc["Gaussian", "paper top-1"] == "72.5"
+    md = to_markdown("T", shown.reset_index(), ["note"])
+    assert "0.0" not in md.split("concatenation")[1].split("\n")[0]
+
+
+def test_plots_are_deterministic(tmp_path):
+    """Same results, same PNG bytes (seaborn's jitter is random unless seeded)."""
+    from pathlib import Path
+
+    from nlrepro.report.collect import collect
+    from nlrepro.report.tables import render
+
+    fixtures = Path(__file__).parent.parent / "fixtures" / "results"
+    results = tmp_path / "results"
+    import shutil
+    shutil.copytree(fixtures, results)
+    collect(results, "proxy").to_csv(results / "proxy" / "runs.csv", index=False)
+    a = render("2a", "proxy", results, tmp_path / "a")["png"].read_bytes()
+    b = render("2a", "proxy", results, tmp_path / "b")["png"].read_bytes()
+    assert a[:8] == b"\x89PNG\r\n\x1a\n" and a == b

@@ -1,0 +1,35 @@
+"""Run ids never change: runs already in ``results/`` must still be found.
+
+``tests/fixtures/run_ids.json`` holds the id of every run of every table and profile, as
+``nlrepro sweep`` expands them with ``--results results`` (Table 2g's ids depend on that path:
+they hash the 2f checkpoint they start from).  A change to the config schema, the placement
+rule, the proxy records or the hash itself shows here first.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nlrepro.config import load_config
+from nlrepro.run.identity import config_hash, identity
+from nlrepro.sweep import expand, grid_path, load_grid
+
+IDS = json.loads((Path(__file__).parent.parent / "fixtures" / "run_ids.json").read_text())
+
+
+@pytest.mark.parametrize("key", sorted(IDS))
+def test_every_tables_run_ids_are_unchanged(key):
+    profile, table = key.split("/")
+    specs = expand(load_grid(grid_path(table)), profile, Path("results"))
+    assert [s.run_id for s in specs] == IDS[key]
+
+
+def test_identity_leaves_out_where_a_run_executes():
+    cfg = load_config("proxy")
+    ident = identity(cfg)
+    assert "output_dir" not in ident and "launcher" not in ident
+    assert "root" not in ident["data"] and "num_workers" not in ident["data"]
+    assert config_hash(cfg) == config_hash(load_config("proxy", sets=["data.root=/elsewhere"]))

@@ -1,0 +1,75 @@
+"""The LightningModule: video-level accuracy over views, weight-decay groups, lr schedule."""
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from nlrepro.config import load_config
+from nlrepro.run.module import VideoClassifier, lr_factor, param_groups
+
+
+class ViewsData(L.LightningDataModule):
+    """Six videos × four views of random clips; video 5 has one undecodable view."""
+
+    num_test_videos = 6
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        n = 6 * 4
+        self.clips = torch.randn(n, 3, 16, 32, 32, generator=g)
+        self.video = torch.arange(6).repeat_interleave(4)
+        self.label = torch.tensor([0, 1, 2, 3, 0, 1]).repeat_interleave(4)
+        self.ok = torch.ones(n, dtype=torch.bool)
+        self.ok[-1] = False
+
+    def test_dataloader(self) -> DataLoader:
+        zeros = torch.zeros_like(self.video)
+        ds = TensorDataset(self.clips, self.label, self.video, zeros, zeros, self.ok)
+        return DataLoader(ds, batch_size=5)
+
+
+@pytest.fixture(scope="module")
+def model() -> VideoClassifier:
+    cfg = load_config("proxy", sets=["model.nonlocal.blocks=1", "trainer.channels_last=false"])
+    torch.manual_seed(0)
+    m = VideoClassifier.from_config(cfg, load_pretrained=False)  # no frame pre-training
+    # A trained-looking head so that predictions differ between videos.
+    torch.nn.init.normal_(m.model.fc.weight, std=5.0)
+    return m.eval()
+
+
+def test_video_accuracy_averages_softmax_over_views(model):
+    data = ViewsData()
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.test(model, datamodule=data, verbose=False)
+    with torch.no_grad():
+        probs = torch.softmax(model(data.clips).double(), 1)
+    correct = 0
+    for v in range(5):  # video 5 failed: it counts as wrong
+        p = probs[data.video == v].mean(0)
+        correct += int(p.argmax() == data.label[data.video == v][0])
+    report = model.test_report
+    assert report["test/videos"] == 6 and report["test/videos_failed"] == 1
+    assert report["test/top1_video"] == pytest.approx(100 * correct / 6)
+    assert report["test/top5_video"] == pytest.approx(100 * 5 / 6)  # 4 classes: top-5 = all
+
+
+def test_no_weight_decay_on_batchnorm(model):
+    groups = param_groups(model.model, 1e-4, 0.0)
+    bn = {id(p) for m in model.model.modules() if isinstance(m, torch.nn.BatchNorm3d)
+          for p in m.parameters()}
+    assert {id(p) for p in groups[1]["params"]} == bn and groups[1]["weight_decay"] == 0.0
+    assert not bn & {id(p) for p in groups[0]["params"]}
+    total = sum(p.numel() for g in groups for p in g["params"])
+    assert total == sum(p.numel() for p in model.model.parameters())
+
+
+def test_lr_schedules():
+    step = [lr_factor(s, 400, 0, "step", [0.375, 0.75], 0.1) for s in (0, 149, 150, 299, 300)]
+    assert step == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+    assert lr_factor(0, 100, 10, "cosine", [], 0.1) == pytest.approx(0.1)
+    assert lr_factor(10, 100, 10, "cosine", [], 0.1) == pytest.approx(1.0)
+    assert lr_factor(100, 100, 10, "cosine", [], 0.1) == pytest.approx(0.0)
