@@ -10,8 +10,7 @@ import argparse
 import importlib
 import sys
 
-from nlrepro.data.annotations import AnnotationError
-from nlrepro.errors import ConfigError
+from nlrepro.errors import report
 
 # Command modules are named as strings and imported by ``importlib`` only when their command
 # runs (lazy on purpose: start-up speed); tests/test_architecture.py reads these names as
@@ -49,22 +48,32 @@ def version() -> str:
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nlrepro", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"nlrepro {version()}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error instead of its one-line message")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(_module=module)
-        if name in argv[:1]:  # only import the module that runs
+        if name in _command(argv):  # only import the module that runs
             importlib.import_module(module).add_arguments(p)
     return parser
 
 
+def _command(argv: list[str]) -> list[str]:
+    """The command word: the first argument that is not a top-level option (``--debug``)."""
+    return [a for a in argv if not a.startswith("-")][:1]
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; a user error (bad value, bad file, full or read-only disk) ends in one
+    line on stderr and exit code 2, a traceback only with ``--debug``."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     try:
         return int(importlib.import_module(args._module).main(args) or 0)
-    except (ConfigError, AnnotationError) as err:  # user errors: one line, exit 2
-        print(f"nlrepro {args.command}: error: {err}", file=sys.stderr)
+    except Exception as err:  # noqa: BLE001 - sorted into user errors and bugs below
+        if args.debug or not report(err, args.command, sys.stderr):
+            raise
         return 2
 
 

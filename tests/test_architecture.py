@@ -39,7 +39,7 @@ LAZY_OK = {
 
 # The run folder's file names: spelled only in run/rundir.py.
 RUN_FILES = ("summary.json", "row.json", "config.yaml", "error.txt", "last.ckpt",
-             "metrics.csv", "history.csv", "elapsed.json", "job.txt")
+             "metrics.csv", "history.csv", "elapsed.json", "job.txt", "lock")
 
 
 def module_name(path: Path, root: Path = PACKAGE) -> str:

@@ -6,7 +6,8 @@ names the key, the bad value and what is allowed.
 """
 
 from nlrepro.config.load import (PROFILE_DIR, from_dict, list_profiles, load_config,
-                                 load_profile, merge, parse_set, read_config, save_config)
+                                 load_profile, merge, parse_set, read_config, read_yaml,
+                                 save_config)
 from nlrepro.config.schema import (DataConfig, LauncherConfig, ModelConfig, NonLocalConfig,
                                    OptimConfig, ProxyConfig, RunConfig, TrainerConfig, get,
                                    to_dict)
@@ -16,5 +17,5 @@ from nlrepro.errors import ConfigError
 __all__ = ["CHOICES", "PROFILE_DIR", "ConfigError", "DataConfig", "LauncherConfig",
            "ModelConfig", "NonLocalConfig", "OptimConfig", "ProxyConfig", "RunConfig",
            "TrainerConfig", "check_proxy_config", "from_dict", "get", "list_profiles",
-           "load_config", "load_profile", "merge", "parse_set", "read_config", "save_config",
-           "to_dict", "validate"]
+           "load_config", "load_profile", "merge", "parse_set", "read_config", "read_yaml",
+           "save_config", "to_dict", "validate"]

@@ -18,7 +18,7 @@ import yaml
 
 from nlrepro.config.schema import ModelConfig, RunConfig, _public_name, to_dict
 from nlrepro.config.validate import validate
-from nlrepro.errors import ConfigError
+from nlrepro.errors import ConfigError, yaml_problem
 from nlrepro.utils import atomic_write_text
 
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "experiments" / "profiles"
@@ -153,8 +153,17 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        out[key.strip()] = read_yaml(raw, f"--set {key.strip()}={raw}") if raw.strip() else ""
     return out
+
+
+def read_yaml(text: str, where: str) -> Any:
+    """Plain YAML data (``safe_load``); a syntax error or an object tag becomes a ConfigError
+    naming ``where`` (a file or a ``--set`` item)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where}: {yaml_problem(err)}") from None
 
 
 def list_profiles() -> list[str]:
@@ -166,7 +175,7 @@ def load_profile(name: str) -> dict:
     path = PROFILE_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown profile {name!r}; valid profiles: {', '.join(list_profiles())}")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml(path.read_text(), str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"profile {path} must be a mapping")
     data["profile"] = name
@@ -189,4 +198,7 @@ def save_config(cfg: RunConfig, path: Path) -> None:
 
 
 def read_config(path: Path) -> RunConfig:
-    return from_dict(yaml.safe_load(Path(path).read_text()))
+    data = read_yaml(Path(path).read_text(), str(path))
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a run config must be a mapping, got {type(data).__name__}")
+    return from_dict(data)

@@ -7,6 +7,7 @@ from typing import Any
 from nlrepro.choices import (ARCHS, BASE_FRAMES, CUE_LENGTH, DECODERS, DEPTHS, FRAME_TARGETS,
                              INSTANTIATIONS, LAUNCHERS, LIST_FORMATS, MAX_PROBE_COPIES, NORMS,
                              OPTIMIZERS, PROXY_FRAMES, SCHEDULES, SCOPES, STAGES)
+from nlrepro.config.ranges import check_fit, check_ranges
 from nlrepro.config.schema import NonLocalConfig, ProxyConfig, RunConfig, get
 from nlrepro.errors import ConfigError
 from nlrepro.models.placement import compile_placement, stage_blocks_of
@@ -33,6 +34,7 @@ def _check_choice(cfg: RunConfig, key: str) -> None:
 
 def validate(cfg: RunConfig) -> None:
     """Reject impossible configs before any work starts."""
+    check_ranges(cfg)
     for key in CHOICES:
         _check_choice(cfg, key)
     nl = cfg.model.nonlocal_
@@ -74,6 +76,7 @@ def validate(cfg: RunConfig) -> None:
                           "valid for other data: null, 'imagenet' or a 2D state-dict file")
     if d.proxy is not None:
         check_proxy_config(d.proxy)
+    check_fit(cfg)
     # The placement must fit the network's stage sizes (models.placement is plain data).
     compile_placement(nl.blocks, nl.stages, stage_blocks_of(cfg.model), cfg.model.depth,
                       fill=nl.fill_small_stages)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nlrepro.choices import LIST_FORMATS as FORMATS
+from nlrepro.errors import ConfigError
 from nlrepro.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,9 @@ log = logging.getLogger(__name__)
 KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end", "split")
 
 
-class AnnotationError(ValueError):
-    """A bad list, class index or exclusion file; the message names file and line."""
+class AnnotationError(ConfigError):
+    """A bad list, class index or exclusion file; the message names file and line (a user
+    error, like a bad config value: the CLI prints it in one line)."""
 
 
 @dataclass(frozen=True)

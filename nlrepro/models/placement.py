@@ -154,3 +154,20 @@ R101_10_BLOCK_NOTE = (
     "3rd block of res4 (VNL's rule with mod = 23 // 6): "
     + ", ".join(positions({"res3": spread(4, BLOCKS_PER_DEPTH[101][1]),
                            "res4": spread(6, BLOCKS_PER_DEPTH[101][2])})) + ".")
+
+
+def temporal_sizes(frames: int, stem_temporal_stride: int, stem_pool: bool,
+                   pool2: bool) -> dict[str, int]:
+    """Temporal length of each feature map; ``ConfigError`` when a pool gets under 2 frames."""
+    def pool(t: int, name: str) -> int:
+        if t < 2:
+            raise ConfigError(f"data.frames: {frames} is too short: {name} needs at least "
+                             f"2 frames, gets {t}")
+        return (t - 2) // 2 + 1
+    t = (frames - 1) // stem_temporal_stride + 1   # conv1: odd kernel t, padding t // 2
+    sizes = {"conv1": t}
+    t = pool(t, "pool1") if stem_pool else t
+    sizes["pool1"] = sizes["res2"] = t
+    t = pool(t, "pool2") if pool2 else t
+    sizes.update(pool2=t, res3=t, res4=t, res5=t)
+    return sizes

@@ -39,7 +39,7 @@ from nlrepro.errors import ConfigError
 from nlrepro.models.frozen_bn import freeze_bn
 from nlrepro.models.inflate import load_pretrained_2d
 from nlrepro.models.non_local import NonLocalBlock
-from nlrepro.models.placement import compile_placement, stage_blocks_of
+from nlrepro.models.placement import compile_placement, stage_blocks_of, temporal_sizes
 STEM_TEMPORAL_KERNEL = {"c2d": 1, "i3d_3x1x1": 5, "i3d_3x3x3": 5}
 
 
@@ -203,23 +203,6 @@ class ResNet3D(nn.Module):
     def temporal_sizes(self, frames: int) -> dict[str, int]:
         """Temporal length of every feature map for a ``frames``-frame clip."""
         return temporal_sizes(frames, self.stem_temporal_stride, self.stem_pool, self.use_pool2)
-
-
-def temporal_sizes(frames: int, stem_temporal_stride: int, stem_pool: bool,
-                   pool2: bool) -> dict[str, int]:
-    """Temporal length of each feature map; ``ConfigError`` when a pool gets under 2 frames."""
-    def pool(t: int, name: str) -> int:
-        if t < 2:
-            raise ConfigError(f"data.frames: {frames} is too short: {name} needs at least "
-                             f"2 frames, gets {t}")
-        return (t - 2) // 2 + 1
-    t = (frames - 1) // stem_temporal_stride + 1   # conv1: odd kernel t, padding t // 2
-    sizes = {"conv1": t}
-    t = pool(t, "pool1") if stem_pool else t
-    sizes["pool1"] = sizes["res2"] = t
-    t = pool(t, "pool2") if pool2 else t
-    sizes.update(pool2=t, res3=t, res4=t, res5=t)
-    return sizes
 
 
 def _nonlocal_factory(nl_cfg: Any) -> Any:

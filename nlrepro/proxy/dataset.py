@@ -30,6 +30,7 @@ from nlrepro.config import ConfigError, ProxyConfig, RunConfig, check_proxy_conf
 from nlrepro.data.video import DECODED_DIR, open_video, read_frames, write_decoded
 from nlrepro.choices import CUE_LENGTH
 from nlrepro.proxy.generator import CLASSES, GENERATOR_VERSION, render_indexed, write_video
+from nlrepro.utils import remove_dead, tmp_prefix
 
 CONFIG_FILE = "proxy_config.json"
 POOL_MIN_VIDEOS = 64  # below this, starting worker processes costs more than it saves
@@ -87,7 +88,7 @@ def make_proxy_data(root: str | Path, proxy_cfg: ProxyConfig, progress: bool = T
         raise FileExistsError(f"{root} exists; make_proxy_data writes a new folder only "
                               "(use ensure_proxy_data to reuse a matching one)")
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.tmp-"))
+    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=tmp_prefix(root.name)))
     try:
         values = dataclasses.asdict(proxy_cfg)
         jobs = [(str(tmp), split, i, values)
@@ -143,6 +144,7 @@ def ensure_proxy_data(cfg: RunConfig) -> Path:
     check_proxy_config(p)
     root = Path(cfg.data.root)
     want = config_record(p)
+    remove_dead(root.parent, root.name)  # half datasets of killed generations
     if not root.exists():
         try:
             make_proxy_data(root, p)

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from nlrepro.choices import BASE_FRAMES, SPLITS
+from nlrepro.choices import BASE_FRAMES, PROXY_CLASSES, SPLITS
 from nlrepro.config import ProxyConfig
 
 # Bump when the rendering changes: a folder written by another version is not reused.
 GENERATOR_VERSION = 5
 # label = 2 * (probe ring colour != cue colour) + core colour
-CLASSES = ("match_yellow", "match_cyan", "clash_yellow", "clash_cyan")
+CLASSES = PROXY_CLASSES
 FPS = 4  # nominal: 8 frames = 2 s
 
 # Saturated colours survive 4:2:0 chroma subsampling on objects several pixels wide.

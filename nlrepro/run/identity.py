@@ -1,5 +1,12 @@
 """A run's identity: the part of its config that determines its result, and its hash (run id).
 
+The data enters by content, not by file name: the lists, the class order and the exclusion
+list (two data roots with different lists, or an exclusion list edited in place, must not
+share a run folder, or the second run silently returns the first's summary).  A file that
+cannot be read is recorded by its path as configured.  The proxy's videos are generated from
+``data.proxy``, which is hashed already, so only its exclusion list is added, and only when
+one is set: existing proxy run ids do not change.
+
 The run id names the run's folder (``<output_dir>/<run id>``), so it must never change for a
 config that computes the same thing: ``tests/run/test_identity.py`` pins the ids of every
 table's runs.
@@ -7,11 +14,16 @@ table's runs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
+from pathlib import Path
+from typing import Any
 
 from nlrepro.choices import PROXY_FRAMES
-from nlrepro.config import RunConfig, to_dict
+from nlrepro.config import DataConfig, RunConfig, to_dict
+from nlrepro.data.annotations import AnnotationError, ClassIndex, list_labels
 from nlrepro.models.placement import compile_placement, stage_blocks_of
 from nlrepro.proxy.dataset import recorded_fields
 from nlrepro.proxy.pretrain import identity as frames_identity
@@ -40,6 +52,7 @@ def identity(cfg: RunConfig) -> dict:
         data["model"]["pretrained"] = {PROXY_FRAMES: frames_identity(cfg)}
     if not cfg.trainer.sync_batchnorm:  # the default leaves the ids of earlier runs as they were
         data["trainer"].pop("sync_batchnorm", None)
+    data["data"].update(data_identity(cfg.data, cfg.model.num_classes))
     for key in NON_IDENTITY_KEYS:
         parts = key.split(".")
         node = data
@@ -47,6 +60,83 @@ def identity(cfg: RunConfig) -> dict:
             node = node[p]
         node.pop(parts[-1], None)
     return data
+
+
+PREPARE_REPORT = "prepare_report.json"  # written by nlrepro prepare-kinetics
+
+
+def _stat_key(path: Path) -> tuple[str, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return str(Path(path).resolve()), st.st_mtime_ns, st.st_size
+
+
+@functools.lru_cache(maxsize=256)
+def _digest(key: tuple[str, int, int]) -> str:
+    h = hashlib.sha256()
+    with open(key[0], "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    """``sha256:<hex>`` of the file's bytes (cached while it is unchanged), or
+    ``unreadable:<path>``."""
+    key = _stat_key(path)
+    try:
+        return f"sha256:{_digest(key)}" if key is not None else _unreadable(path)
+    except OSError:
+        return _unreadable(path)
+
+
+def _unreadable(path: Path) -> str:
+    # As configured, not resolved: a run id must not depend on where the checkout lives.
+    return f"unreadable:{path}"
+
+
+def class_order(d: DataConfig, num_classes: int) -> str:
+    """Digest of the class names in id order: from ``class_index`` when the file exists,
+    else as it will be written from the training list (the same order either way)."""
+    root = Path(d.root)
+    try:
+        if d.class_index and (root / d.class_index).is_file():
+            names = ClassIndex.load(root / d.class_index).names
+        else:
+            labels = list_labels(root / d.train_list, d.list_format, d.separator)
+            names = ClassIndex.from_labels(labels, num_classes).names
+    except (OSError, AnnotationError, ValueError):
+        return _unreadable(root / (d.class_index or d.train_list))
+    return "sha256:" + hashlib.sha256(json.dumps(names).encode()).hexdigest()[:16]
+
+
+def _prepare_settings(root: Path) -> Any:
+    """How prepare-kinetics encoded the videos (short side, codec, crf), if it did."""
+    try:
+        settings = dict(json.loads((root / PREPARE_REPORT).read_text()).get("settings") or {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    settings.pop("raw_dir", None)  # where the raw download was does not change a video
+    return settings
+
+
+def data_identity(d: DataConfig, num_classes: int) -> dict[str, Any]:
+    """The ``data`` entries hashed into the run id in place of file names and the root."""
+    root = Path(d.root)
+    out: dict[str, Any] = {}
+    if d.exclude is not None:
+        out["exclude"] = file_digest(root / d.exclude)
+    if d.proxy is None:
+        out["source"] = {
+            "train_list": file_digest(root / d.train_list),
+            "val_list": file_digest(root / d.val_list),
+            "test_list": file_digest(root / d.test_list),
+            "classes": class_order(d, num_classes),
+            "prepared": _prepare_settings(root),
+        }
+    return out
 
 
 def config_hash(cfg: RunConfig) -> str:

@@ -3,7 +3,10 @@
 Clip-level and video-level accuracies never share a name: validation reports
 single-clip accuracy (``val/top1_clip``); the test split reports the paper's
 video-level accuracy (softmax averaged over all views of a video,
-``test/top1_video``).  Videos that could not be decoded count as wrong.
+``test/top1_video``).  Both splits count a video that could not be decoded as wrong (its
+views are zeros with ``ok=False``; scoring the zeros would give it a random chance of
+being right, and every chance with k <= 5 classes in top-5), and both keep it in the
+denominator, as the paper does.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from nlrepro.choices import PROXY_FRAMES
@@ -72,6 +76,13 @@ def _per_video(scores: torch.Tensor, views: torch.Tensor, failed: torch.Tensor,
             "p_label": probs.gather(1, lab[:, None]).flatten().tolist()}
 
 
+def topk_hits(logits: torch.Tensor, label: torch.Tensor, k: int, ok: torch.Tensor
+              ) -> torch.Tensor:
+    """1.0 where the label is among the top-``k`` logits and the clip was readable, else 0.0."""
+    top = logits.topk(min(k, logits.shape[1]), dim=1).indices
+    return ((top == label[:, None]).any(dim=1) & ok).float()
+
+
 class VideoClassifier(L.LightningModule):
     """ResNet3D (+ non-local blocks) trained with cross-entropy on clips."""
 
@@ -98,8 +109,8 @@ class VideoClassifier(L.LightningModule):
         k = self.cfg.model.num_classes
         # average="micro": the fraction of clips/videos right (torchmetrics defaults to macro).
         self.train_top1 = MulticlassAccuracy(num_classes=k, top_k=1, average="micro")
-        self.val_top1 = MulticlassAccuracy(num_classes=k, top_k=1, average="micro")
-        self.val_top5 = MulticlassAccuracy(num_classes=k, top_k=min(5, k), average="micro")
+        # Validation: the fraction of clips right, unreadable clips counted wrong.
+        self.val_top1, self.val_top5 = MeanMetric(), MeanMetric()
         self.test_top1 = MulticlassAccuracy(num_classes=k, top_k=1, average="micro")
         self.test_top5 = MulticlassAccuracy(num_classes=k, top_k=min(5, k), average="micro")
         self.train_retries = 0
@@ -130,11 +141,13 @@ class VideoClassifier(L.LightningModule):
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        clip, label = batch[0], batch[1]
+        clip, label, ok = batch[0], batch[1], batch[5].bool()
         logits = self(clip)
-        self.log("val/loss", F.cross_entropy(logits, label), batch_size=len(label), sync_dist=True)
-        self.val_top1(logits, label)
-        self.val_top5(logits, label)
+        if ok.any():  # the loss of a zero clip says nothing about the model
+            self.log("val/loss", F.cross_entropy(logits[ok], label[ok]),
+                     batch_size=int(ok.sum()), sync_dist=True)
+        self.val_top1.update(topk_hits(logits, label, 1, ok))
+        self.val_top5.update(topk_hits(logits, label, 5, ok))
         self.log("val/top1_clip", self.val_top1, prog_bar=True, batch_size=len(label))
         self.log("val/top5_clip", self.val_top5, batch_size=len(label))
 

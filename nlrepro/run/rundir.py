@@ -13,21 +13,27 @@ versions), so re-running the same command, or a requeued SLURM job, resumes from
     summary.json         written atomically at the end, then ``done``
     error.txt            traceback of the last crash, if any
     job.txt              SLURM job id of the run's last submission
+    lock                 flock'ed by the process that trains the run (``run_lock``)
 
 No other module spells these names.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from nlrepro.config import RunConfig, read_config, save_config
 from nlrepro.run.identity import config_hash
-from nlrepro.utils import atomic_path, atomic_write_json, atomic_write_text
+from nlrepro.utils import atomic_path, atomic_write_json, atomic_write_text, remove_dead
+
+log = logging.getLogger(__name__)
 
 CONFIG = "config.yaml"
 ROW = "row.json"
@@ -41,6 +47,7 @@ DONE = "done"
 ERROR = "error.txt"
 JOB = "job.txt"
 TEST_VIDEOS = "test_videos.csv"  # the multi-view test, one row per video
+LOCK = "lock"
 
 # not launched: no folder or nothing trained yet; incomplete: started, crashed or killed
 # (it resumes from last.ckpt); done: the ``done`` marker exists.
@@ -69,6 +76,56 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> Path:
 
 def read_run_config(run_dir: Path) -> RunConfig:
     return read_config(Path(run_dir) / CONFIG)
+
+
+# ---- one trainer per run folder --------------------------------------------------------------
+# ``flock`` on ``<run>/lock``, held for the run's whole life: the kernel releases it when the
+# holder exits, however it exits (SIGKILL, OOM), so a stale lock never needs cleaning.  A
+# second trainer of the same run *waits* for the first, then finds the run done and returns
+# its summary (or resumes it, if the first died): two sweeps started on one results tree
+# train every run once.  Only global rank 0 takes it: the other ranks of a multi-process run
+# are started by it and would otherwise wait for it forever.
+RANK_VARS = ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK")
+
+
+def is_rank_zero() -> bool:
+    """True unless the environment says this is a non-zero rank of a multi-process run."""
+    return all(os.environ.get(var, "0") == "0" for var in RANK_VARS)
+
+
+def _holder(path: Path) -> str:
+    try:
+        pid = path.read_text().strip()
+    except OSError:
+        return "another process"
+    return f"process {pid}" if pid else "another process"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir``'s lock for the body; wait (and say so) while another process has it."""
+    if not is_rank_zero():
+        yield
+        return
+    path = Path(run_dir) / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("run %s is being trained by %s; waiting for it to finish",
+                        run_dir, _holder(path))
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor releases the lock
+
+
+def remove_dead_temporaries(run_dir: Path) -> list[Path]:
+    """What killed attempts left half-written in the run folder and its checkpoints."""
+    return [*remove_dead(Path(run_dir)), *remove_dead(Path(run_dir) / CKPT_DIR)]
 
 
 # ---- state -------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from nlrepro.run.init_weights import load_init_weights
 from nlrepro.run.module import VideoClassifier
 from nlrepro.run.precise_bn import update_bn_stats
 from nlrepro.run.progress import progress_callback
+from nlrepro.run.resume import resume_checkpoint
 from nlrepro.run.sync_bn import GlooSyncBatchNorm, synced_bn
 from nlrepro.utils import git_commit, library_versions, setup_logging
 
@@ -45,14 +46,18 @@ def train_run_dir(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     if rundir.is_done(run_dir):
         return rundir.read_summary(run_dir) or {}
-    cfg = rundir.read_run_config(run_dir)
-    try:
-        summary = _train(cfg, run_dir)
-    except BaseException:
-        rundir.record_error(run_dir, traceback.format_exc())
-        raise
-    rundir.clear_error(run_dir)
-    return summary
+    with rundir.run_lock(run_dir):  # waits while another process trains this run
+        if rundir.is_done(run_dir):  # it finished while we waited
+            return rundir.read_summary(run_dir) or {}
+        rundir.remove_dead_temporaries(run_dir)
+        cfg = rundir.read_run_config(run_dir)
+        try:
+            summary = _train(cfg, run_dir)
+        except BaseException:
+            rundir.record_error(run_dir, traceback.format_exc())
+            raise
+        rundir.clear_error(run_dir)
+        return summary
 
 
 def train(cfg: RunConfig, run_dir: Path | None = None) -> dict:
@@ -140,13 +145,13 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
     if cfg.data.proxy is not None:
         ensure_proxy_data(cfg)
     dm = VideoDataModule(cfg)
-    last = rundir.last_checkpoint(run_dir)
-    load_pretrained = not last.exists() and not cfg.trainer.init_from
+    last = resume_checkpoint(rundir.checkpoint_dir(run_dir))  # None: a fresh start
+    load_pretrained = last is None and not cfg.trainer.init_from
     model = VideoClassifier.from_config(
         cfg, load_pretrained=load_pretrained,
         pretrained_path=frames_weights(cfg) if load_pretrained else None)
     init_report = None
-    if cfg.trainer.init_from and not last.exists():
+    if cfg.trainer.init_from and last is None:
         init_report = _init_from(model, cfg.trainer.init_from)
     if cfg.trainer.precision in ("64-true", "64", 64):
         # Lightning restores a checkpoint before its precision plugin converts the module:
@@ -154,7 +159,7 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
         model = model.double()
     if cfg.trainer.compile:
         model.model = torch.compile(model.model)
-    resumed = last.exists()
+    resumed = last is not None
     if resumed and _is_first_process():
         epoch = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
         rundir.trim_history(run_dir, epoch)
@@ -175,7 +180,9 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
         enable_progress_bar=sys.stderr.isatty(), enable_model_summary=False,
     )
     fit_start = time.time()
-    trainer.fit(model, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
+    # weights_only=True explicitly: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot override it.
+    trainer.fit(model, datamodule=dm, ckpt_path=str(last) if resumed else None,
+                weights_only=True)
     fit_time = time.time() - fit_start
     fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if not any(k.startswith("val/") for k in fit_metrics):

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from nlrepro.config import ConfigError, RunConfig, load_config, merge, parse_set
+from nlrepro.config import (ConfigError, RunConfig, load_config, merge, parse_set,
+                            read_yaml)
 from nlrepro.run import rundir
 
 GRID_KEYS = {"table", "title", "seeds", "base", "rows", "depths", "profiles", "plot", "cost",
@@ -53,7 +55,10 @@ def load_grid(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"grid file {str(path)!r} not found")
-    grid = yaml.safe_load(path.read_text()) or {}
+    grid = read_yaml(path.read_text(), str(path)) or {}
+    if not isinstance(grid, dict):
+        raise ConfigError(f"{path}: a grid must be a mapping with 'table' and 'rows', "
+                          f"got {type(grid).__name__}")
     unknown = set(grid) - GRID_KEYS
     if unknown:
         raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; valid: {sorted(GRID_KEYS)}")
@@ -61,13 +66,30 @@ def load_grid(path: Path) -> dict:
         if key not in grid:
             raise ConfigError(f"{path}: missing {key!r}")
     grid["table"] = str(grid["table"])
-    for i, row in enumerate(grid["rows"]):
-        bad = set(row) - ROW_KEYS
-        if bad or "label" not in row:
-            raise ConfigError(f"{path}: row {i} has unknown keys {sorted(bad)} or no label; "
-                              f"valid: {sorted(ROW_KEYS)}")
+    check_rows(grid["rows"], path)
     grid["_path"] = str(path)
     return grid
+
+
+def check_rows(rows: Any, path: Path) -> None:
+    """``rows`` must be a non-empty list of mappings, each with a label and known keys."""
+    if not isinstance(rows, list) or not rows:
+        got = "an empty list" if rows == [] else f"{type(rows).__name__} {rows!r}"
+        raise ConfigError(f"{path}: rows must be a non-empty list of mappings such as "
+                          f"{{label: ..., set: {{...}}}}, got {got}")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ConfigError(f"{path}: row {i} must be a mapping such as {{label: ..., set: "
+                              f"{{...}}}}, got {type(row).__name__} {row!r}")
+        bad = set(row) - ROW_KEYS
+        if bad:
+            raise ConfigError(f"{path}: row {i} has unknown keys {sorted(bad)}; "
+                              f"valid: {sorted(ROW_KEYS)}")
+        if "label" not in row:
+            raise ConfigError(f"{path}: row {i} has no label; valid keys: {sorted(ROW_KEYS)}")
+        if not isinstance(row.get("set") or {}, dict):
+            raise ConfigError(f"{path}: row {i} ({row['label']!r}): set must be a mapping of "
+                              f"config keys, got {row['set']!r}")
 
 
 def grid_path(table: str) -> Path:
@@ -172,6 +194,8 @@ def reuse_done_twin(spec: RunSpec, results: Path) -> bool:
         if twin == spec.run_dir or rundir.read_summary(twin) is None:
             continue
         write_spec(spec)
-        rundir.adopt_twin(twin, spec.run_dir)
+        with rundir.run_lock(spec.run_dir):  # not while another sweep trains or reuses it
+            if not rundir.is_done(spec.run_dir):
+                rundir.adopt_twin(twin, spec.run_dir)
         return True
     return False

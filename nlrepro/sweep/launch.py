@@ -14,11 +14,14 @@ folder; Lightning's SLURM plugin runs with ``auto_requeue=False`` (see run/train
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import shutil
 import subprocess
 import sys
 import time
 import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -29,6 +32,7 @@ from tqdm import tqdm
 from nlrepro.config import ConfigError, LauncherConfig, RunConfig
 from nlrepro.run import rundir
 from nlrepro.run.train import train_run_dir
+from nlrepro.sweep.workers import Stopped, die_with_parent, stop_signals_raise, stop_workers
 
 log = logging.getLogger("nlrepro.launch")
 
@@ -100,8 +104,9 @@ def launch_local(run_dirs: Sequence[Path], workers: int = 1) -> list[RunOutcome]
     """Train the runs on this machine; a crash does not stop the rest.
 
     ``workers`` > 1 trains that many runs side by side in spawned processes (each run keeps
-    its own seed, so results do not depend on the pool).  Ctrl-C stops the sweep (it is not
-    recorded as a failed run).
+    its own seed, so results do not depend on the pool).  SIGTERM, SIGINT (Ctrl-C) and
+    SIGHUP stop the sweep and its workers, and a worker whose sweep was killed exits
+    (nlrepro/sweep/workers.py); neither is recorded as a failed run.
     """
     progress = _Progress(len(run_dirs), "local")
     outcomes: list[RunOutcome] = []
@@ -111,19 +116,34 @@ def launch_local(run_dirs: Sequence[Path], workers: int = 1) -> list[RunOutcome]
                 outcomes.append(_train_one(run_dir))
                 progress.advance(outcomes[-1])
         else:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-                futures = [pool.submit(_train_one, Path(d)) for d in run_dirs]
-                for future in as_completed(futures):
-                    outcomes.append(future.result())
-                    progress.advance(outcomes[-1])
-            order = {Path(d): i for i, d in enumerate(run_dirs)}
-            outcomes.sort(key=lambda o: order[Path(o.run_dir)])
+            outcomes = _pool(run_dirs, workers, progress)
     finally:
         progress.close()
+    return outcomes
+
+
+def _pool(run_dirs: Sequence[Path], workers: int, progress: _Progress) -> list[RunOutcome]:
+    """The runs in ``workers`` spawned processes that die with this one."""
+    outcomes: list[RunOutcome] = []
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=die_with_parent, initargs=(os.getpid(),))
+    try:
+        with stop_signals_raise():
+            futures = [pool.submit(_train_one, Path(d)) for d in run_dirs]
+            for future in as_completed(futures):
+                outcomes.append(future.result())
+                progress.advance(outcomes[-1])
+    except BaseException as err:
+        stop_workers(dict(pool._processes or {}))  # noqa: SLF001 - the pool has no public list
+        pool.shutdown(wait=False, cancel_futures=True)
+        if isinstance(err, Stopped):
+            print(f"sweep {err}: stopped its workers; rerun it to resume", file=sys.stderr,
+                  flush=True)
+            raise SystemExit(128 + err.signum) from None
+        raise
+    pool.shutdown(wait=True)
+    order = {Path(d): i for i, d in enumerate(run_dirs)}
+    outcomes.sort(key=lambda o: order[Path(o.run_dir)])
     return outcomes
 
 

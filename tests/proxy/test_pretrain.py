@@ -105,7 +105,7 @@ def test_weights_are_trained_once_keyed_by_what_they_depend_on(tmp_path, monkeyp
     cfg = tiny(tmp_path)
     path = pretrain.ensure_frame_pretrained(cfg)
     assert path.parent == tmp_path / "pretrained" and path.is_file()
-    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in path.parent.iterdir() if ".tmp-" in p.name]
     record = path.with_suffix(".json").read_text()
     assert "held_out_top1" in record and "seconds" in record
     state = torch.load(path, weights_only=True)
