@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-from nlrepro.config import RunConfig, load_config, to_dict
+from nlrepro.config import RunConfig, add_set_argument, load_config, to_dict
 from nlrepro.data.datamodule import VideoDataModule
 from nlrepro.models.frozen_bn import fold_bn_state_dict
 from nlrepro.proxy.dataset import ensure_proxy_data
@@ -209,8 +209,7 @@ def _summary(cfg: RunConfig, run_dir: Path, trainer: Any, model: Any, dm: Any,
 # ---- command line ---------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="proxy", help="experiments/profiles/<name>.yaml")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. model.nonlocal.blocks=1")
+    add_set_argument(parser, "override config keys, e.g. model.nonlocal.blocks=1")
     parser.add_argument("--run-dir", type=Path, default=None,
                         help="run folder (default: <output_dir>/<config hash>)")
 

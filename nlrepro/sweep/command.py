@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nlrepro.choices import LAUNCHERS
+from nlrepro.config import add_set_argument
 from nlrepro.proxy.dataset import ensure_proxy_data
 from nlrepro.proxy.pretrain import ensure_all
 from nlrepro.run import rundir
@@ -74,8 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--launcher", choices=LAUNCHERS, default=None,
                         help="default: the profile's launcher.name")
     parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="override for every run, e.g. trainer.max_epochs=2")
+    add_set_argument(parser, "override for every run, e.g. trainer.max_epochs=2")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help="override the grid's seeds, e.g. --seeds 0 1")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and its cost")
