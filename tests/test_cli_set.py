@@ -26,6 +26,7 @@ def test_every_command_takes_several_items_per_set_and_repeated_sets(command):
     assert args.sets == ["a=1", "b.c=2", "d=[1, 2]"]
     assert parse([command, *positional, "--set", "a=1", "--set", "b=2"]).sets == ["a=1", "b=2"]
     assert parse([command, *positional]).sets == []
+    assert parse([command, *positional, "--set=a=1", "--set=b=2"]).sets == ["a=1", "b=2"]
     if positional:  # --set first: the list ends at --
         args = parse([command, "--set", "a=1", "b=2", "--", *positional])
         assert args.sets == ["a=1", "b=2"]

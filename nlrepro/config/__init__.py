@@ -16,6 +16,6 @@ from nlrepro.errors import ConfigError
 
 __all__ = ["CHOICES", "PROFILE_DIR", "ConfigError", "DataConfig", "LauncherConfig",
            "ModelConfig", "NonLocalConfig", "OptimConfig", "ProxyConfig", "RunConfig",
-           "TrainerConfig", "add_set_argument", "check_proxy_config", "from_dict", "get", "list_profiles",
-           "load_config", "load_profile", "merge", "parse_set", "read_config", "save_config",
-           "to_dict", "validate"]
+           "TrainerConfig", "add_set_argument", "check_proxy_config", "from_dict", "get",
+           "list_profiles", "load_config", "load_profile", "merge", "parse_set", "read_config",
+           "save_config", "to_dict", "validate"]

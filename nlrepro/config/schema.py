@@ -177,6 +177,9 @@ class TrainerConfig:
     precise_bn_batches: int = 0
     # Initialise from another run's checkpoint (Table 2g starts from the 32-frame run).
     init_from: str | None = None
+    # Where metrics go (choices.LOGGERS): csv (required, metrics.csv) and TensorBoard.
+    # Not part of the run id.
+    loggers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])
 
 
 @dataclass

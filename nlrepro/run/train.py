@@ -20,7 +20,6 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from nlrepro.config import RunConfig, add_set_argument, load_config, to_dict
@@ -34,6 +33,7 @@ from nlrepro.run.identity import config_hash
 from nlrepro.run.module import VideoClassifier
 from nlrepro.run.precise_bn import update_bn_stats
 from nlrepro.run.progress import progress_callback
+from nlrepro.run.tracking import make_loggers, name_of
 from nlrepro.utils import git_commit, library_versions, setup_logging
 
 log = logging.getLogger("nlrepro.train")
@@ -142,7 +142,7 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
         default_root_dir=run_dir, max_epochs=t.max_epochs, max_steps=t.max_steps,
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
         strategy=t.strategy, precision=t.precision, deterministic=t.deterministic,
-        logger=CSVLogger(save_dir=run_dir, name="", version=""),
+        logger=make_loggers(cfg, run_dir, name_of(cfg, run_dir)),
         callbacks=[*_callbacks(cfg, run_dir), _elapsed_callback(run_dir, elapsed_before)],
         plugins=_plugins(),
         log_every_n_steps=t.log_every_n_steps, check_val_every_n_epoch=t.check_val_every_n_epoch,
@@ -186,6 +186,7 @@ def _summary(cfg: RunConfig, run_dir: Path, trainer: Any, model: Any, dm: Any,
     report["train_retries"] = model.train_retries
     return {
         "run_id": config_hash(cfg),
+        "name": name_of(cfg, run_dir),
         "run_dir": str(run_dir),
         "profile": cfg.profile,
         "seed": cfg.seed,
