@@ -177,9 +177,11 @@ class TrainerConfig:
     precise_bn_batches: int = 0
     # Initialise from another run's checkpoint (Table 2g starts from the 32-frame run).
     init_from: str | None = None
-    # Where metrics go (choices.LOGGERS): csv (required, metrics.csv) and TensorBoard.
-    # Not part of the run id.
-    loggers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])
+    # Where metrics go (choices.LOGGERS): csv (required, metrics.csv), tensorboard on request
+    # ([csv, tensorboard]).  Not part of the run id.  Off by default: Lightning writes the
+    # checkpoint before it logs that epoch's val metrics, and a run killed in between resumes
+    # without that row; the slower TensorBoard flush made that window wider.
+    loggers: list[str] = field(default_factory=lambda: ["csv"])
 
 
 @dataclass

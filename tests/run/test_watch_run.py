@@ -16,7 +16,8 @@ TINY = ["data.proxy.num_train=48", "data.proxy.num_val=16", "data.proxy.num_test
         "data.proxy.pretrain_images=32", "data.proxy.pretrain_epochs=1",
         "data.batch_size=8", "trainer.log_every_n_steps=1", "trainer.deterministic=true",
         "data.num_workers=0", "trainer.threads=1", "trainer.max_epochs=1",
-        "model.nonlocal.blocks=1", "trainer.precise_bn_batches=1"]
+        "model.nonlocal.blocks=1", "trainer.precise_bn_batches=1",
+        "trainer.loggers=[csv, tensorboard]"]
 
 
 @pytest.mark.slow
