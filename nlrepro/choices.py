@@ -27,6 +27,9 @@ DECODERS = ("decord", "pyav")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine")
 LAUNCHERS = ("local", "slurm")
+# Lightning loggers a run writes to (trainer.loggers); csv is required: the tables read
+# metrics.csv.  TensorBoard's events go to run.rundir.tensorboard_dir.
+LOGGERS = ("csv", "tensorboard")
 
 # ---- the proxy task (nlrepro.proxy.generator) ----------------------------------------------
 # What a pre-training frame is labelled with (data.proxy.pretrain_target).

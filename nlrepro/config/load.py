@@ -7,6 +7,7 @@ A profile YAML (``experiments/profiles/<name>.yaml``) fills the dataclass tree a
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import types
@@ -164,6 +165,27 @@ def read_yaml(text: str, where: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{where}: {yaml_problem(err)}") from None
+class _SetItems(argparse.Action):
+    """``--set a=1 b=2`` and ``--set a=1 --set b=2`` alike: every item joins one list.
+
+    An item without ``=`` is a usage error naming it (a positional argument written after
+    ``--set`` would otherwise be swallowed as an override)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        for item in values:
+            if "=" not in item:
+                parser.error(f"argument --set: expected KEY=VALUE, got {item!r} (give positional "
+                             "arguments before --set, or end the --set list with --)")
+        items = list(getattr(namespace, self.dest, None) or [])
+        setattr(namespace, self.dest, items + list(values))
+
+
+def add_set_argument(parser: argparse.ArgumentParser,
+                     help: str = "override config keys, e.g. model.depth=101") -> None:
+    """The one ``--set`` option of every command: ``args.sets`` is a list of KEY=VALUE."""
+    parser.add_argument("--set", dest="sets", action=_SetItems, nargs="+", default=[],
+                        metavar="KEY=VALUE", help=f"{help} (repeatable; several per --set)")
 
 
 def list_profiles() -> list[str]:

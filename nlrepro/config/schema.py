@@ -180,6 +180,11 @@ class TrainerConfig:
     # BN statistics over the global batch under DDP (SyncBatchNorm). The paper's per-GPU BN
     # (8 clips each) is false; true makes W processes at batch b/W train as 1 process at b.
     sync_batchnorm: bool = False
+    # Where metrics go (choices.LOGGERS): csv (required, metrics.csv), tensorboard on request
+    # ([csv, tensorboard]).  Not part of the run id.  Off by default: Lightning writes the
+    # checkpoint before it logs that epoch's val metrics, and a run killed in between resumes
+    # without that row; the slower TensorBoard flush made that window wider.
+    loggers: list[str] = field(default_factory=lambda: ["csv"])
 
 
 @dataclass

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from nlrepro.choices import (ARCHS, BASE_FRAMES, CUE_LENGTH, DECODERS, DEPTHS, FRAME_TARGETS,
-                             INSTANTIATIONS, LAUNCHERS, LIST_FORMATS, MAX_PROBE_COPIES, NORMS,
-                             OPTIMIZERS, PROXY_FRAMES, SCHEDULES, SCOPES, STAGES)
+                             INSTANTIATIONS, LAUNCHERS, LIST_FORMATS, LOGGERS, MAX_PROBE_COPIES,
+                             NORMS, OPTIMIZERS, PROXY_FRAMES, SCHEDULES, SCOPES, STAGES)
 from nlrepro.config.ranges import check_fit, check_ranges
 from nlrepro.config.schema import NonLocalConfig, ProxyConfig, RunConfig, get
 from nlrepro.errors import ConfigError
@@ -49,6 +49,14 @@ def validate(cfg: RunConfig) -> None:
         if s not in STAGES or k < 1:
             raise ConfigError(f"model.nonlocal.temporal_groups: {s}={k} invalid; "
                               f"stages {list(STAGES)}, group >= 1")
+    loggers = cfg.trainer.loggers
+    for name in loggers:
+        if name not in LOGGERS:
+            raise ConfigError(f"trainer.loggers: {name!r} is not valid; "
+                              f"choose from {list(LOGGERS)}")
+    if "csv" not in loggers or len(set(loggers)) != len(loggers):
+        raise ConfigError(f"trainer.loggers: {loggers!r} must hold 'csv' (the tables read "
+                          f"metrics.csv) and no name twice; valid: {list(LOGGERS)}")
     d = cfg.data
     if d.frames < 1 or d.stride < 1:
         raise ConfigError(f"data.frames/data.stride must be >= 1, got {d.frames}/{d.stride}")

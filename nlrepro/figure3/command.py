@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from nlrepro.config import ConfigError
+from nlrepro.config import ConfigError, add_set_argument
 from nlrepro.figure3.capture import (AttentionMap, capture, checkpoint_path, load_classifier,
                                      load_clip, pick_block, video_path)
 from nlrepro.figure3.draw import draw, save_figure
@@ -119,8 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="proxy", help="profile of the 'auto' run")
     parser.add_argument("--results", type=Path, default=Path("results"),
                         help="results folder of the 'auto' run")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override of the 'auto' run")
+    add_set_argument(parser, "config overrides of the 'auto' run")
 
 
 def _shown(path: Path) -> str:

@@ -143,7 +143,6 @@ def ensure_proxy_data(cfg: RunConfig) -> Path:
         raise ConfigError("data.proxy is not set: this profile has no proxy dataset to make")
     check_proxy_config(p)
     root = Path(cfg.data.root)
-    want = config_record(p)
     remove_dead(root.parent, root.name)  # half datasets of killed generations
     if not root.exists():
         try:
@@ -151,26 +150,33 @@ def ensure_proxy_data(cfg: RunConfig) -> Path:
         except OSError:
             if not root.exists():  # not a lost race with a concurrent generator
                 raise
+    check_existing(root, p)
+    return root
+
+
+def check_existing(root: Path, p: ProxyConfig, what: str = "data.root") -> None:
+    """A ``ConfigError`` unless ``root`` holds the dataset of ``p`` (names what differs)."""
+    want = config_record(p)
     have = _stored_record(root)
     if have is None:
-        raise ConfigError(f"data.root: {str(root)!r} exists but is not a proxy dataset "
-                          f"(no {CONFIG_FILE}); choose another data.root or remove it")
+        raise ConfigError(f"{what}: {str(root)!r} exists but is not a proxy dataset "
+                          f"(no {CONFIG_FILE}); choose another {what} or remove it")
     if have != want:
         stored = have.get("proxy", {})
         diff = sorted(k for k in set(want["proxy"]) | set(stored)
                       if stored.get(k) != want["proxy"].get(k))
         if have.get("generator_version") != GENERATOR_VERSION:
             diff.append("generator_version")
-        raise ConfigError(f"data.root: {str(root)!r} holds a proxy dataset made with different "
+        raise ConfigError(f"{what}: {str(root)!r} holds a proxy dataset made with different "
                           f"settings ({', '.join(diff)}: stored {have}); remove the folder to "
-                          "regenerate it, or point data.root elsewhere")
-    return root
+                          f"regenerate it, or point {what} elsewhere")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", nargs="?", default=None,
-                        help="folder to create (must not exist); default: the profile's "
-                             "data.root, reused when it already holds the same dataset")
+                        help="folder to create; default: the profile's data.root. A folder "
+                             "that already holds the same dataset is reused; any other "
+                             "existing folder is an error (exit 2)")
     parser.add_argument("--profile", default="proxy",
                         help="profile whose data.proxy gives the defaults (default proxy)")
     for f in dataclasses.fields(ProxyConfig):
@@ -190,6 +196,9 @@ def main(args: argparse.Namespace) -> int:
     cfg.data.proxy = dataclasses.replace(cfg.data.proxy, **given)
     if args.root is None:
         root = ensure_proxy_data(cfg)
+    elif Path(args.root).exists():
+        check_existing(Path(args.root), cfg.data.proxy, what="root")
+        root = Path(args.root)
     else:
         root = make_proxy_data(args.root, cfg.data.proxy, progress=not args.quiet,
                                workers=args.workers)

@@ -31,7 +31,7 @@ from nlrepro.proxy.pretrain import identity as frames_identity
 # Keys that describe where/how a run executes, not what it computes: left out of the run id.
 NON_IDENTITY_KEYS = ("output_dir", "launcher", "trainer.devices", "trainer.num_nodes",
                      "trainer.strategy", "trainer.accelerator", "trainer.threads",
-                     "data.num_workers", "data.root", "data.decoder")
+                     "data.num_workers", "data.root", "data.decoder", "trainer.loggers")
 
 
 def identity(cfg: RunConfig) -> dict:

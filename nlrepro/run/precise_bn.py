@@ -20,11 +20,14 @@ train/eval flags are restored.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from nlrepro.run.progress import every_s
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,8 @@ def update_bn_stats(model: nn.Module, batches: Iterable[torch.Tensor], num_batch
                if bn.num_batches_tracked is not None}
     hooks = [bn.register_forward_pre_hook(_collector(moments[name])) for name, bn in layers]
     used = 0
+    t0 = last = time.time()
+    log.info("precise BN: %d batches", num_batches)
     try:
         model.eval()
         for _, bn in layers:
@@ -92,6 +97,9 @@ def update_bn_stats(model: nn.Module, batches: Iterable[torch.Tensor], num_batch
                                     f"{type(batch).__name__}")
                 model(batch)
                 used += 1
+                if time.time() - last >= every_s():
+                    last = time.time()
+                    log.info("precise BN batch %d/%d, %.1fs", used, num_batches, last - t0)
     finally:
         for h in hooks:
             h.remove()
@@ -104,6 +112,7 @@ def update_bn_stats(model: nn.Module, batches: Iterable[torch.Tensor], num_batch
         raise ValueError("update_bn_stats: the batch iterable yielded no batches")
     if used < num_batches:
         log.warning("precise BN: only %d of %d batches available", used, num_batches)
+    log.info("precise BN done: %d batches in %.1fs", used, time.time() - t0)
     _sync(moments)
     for name, bn in layers:
         mo = moments[name]

@@ -1,8 +1,14 @@
-"""Progress output: Lightning's bar in a terminal, plain periodic lines otherwise (CI, SLURM)."""
+"""Progress output: Lightning's bar in a terminal, plain periodic lines otherwise (CI, SLURM).
+
+The plain lines cover every phase of a run: training epochs, precise BN (``precise_bn``) and
+the multi-view test, so a SLURM log shows the 30-view test advancing.  They come every
+``NLREPRO_PROGRESS_EVERY_S`` seconds (default 60) inside a phase, and at its start and end.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from typing import Any
@@ -13,12 +19,40 @@ from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 log = logging.getLogger("nlrepro.progress")
 
 
+def every_s() -> float:
+    """Seconds between two progress lines inside a phase (``NLREPRO_PROGRESS_EVERY_S``)."""
+    return float(os.environ.get("NLREPRO_PROGRESS_EVERY_S", 60.0))
+
+
 class PlainProgress(Callback):
-    """One log line per epoch (and every ``every_s`` seconds inside long epochs)."""
+    """One log line per epoch (and every ``every_s`` seconds inside long epochs); the test's
+    start, its batches every ``every_s`` seconds, and its end."""
 
     def __init__(self, every_s: float = 60.0) -> None:
         self.every_s = every_s
         self._t0 = self._last = 0.0
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = self._last = time.time()
+        log.info("test: %d batches", self._test_batches(trainer))
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                          outputs: Any, batch: Any, batch_idx: int,
+                          dataloader_idx: int = 0) -> None:
+        now = time.time()
+        if now - self._last >= self.every_s:
+            self._last = now
+            log.info("test batch %d/%d, %.1fs", batch_idx + 1, self._test_batches(trainer),
+                     now - self._t0)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        log.info("test done: %d batches in %.1fs", self._test_batches(trainer),
+                 time.time() - self._t0)
+
+    @staticmethod
+    def _test_batches(trainer: L.Trainer) -> int:
+        n = trainer.num_test_batches
+        return int(sum(n)) if isinstance(n, (list, tuple)) else int(n)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t0 = self._last = time.time()
@@ -42,4 +76,4 @@ class PlainProgress(Callback):
 
 
 def progress_callback() -> Callback:
-    return TQDMProgressBar() if sys.stderr.isatty() else PlainProgress()
+    return TQDMProgressBar() if sys.stderr.isatty() else PlainProgress(every_s())

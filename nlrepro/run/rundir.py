@@ -14,6 +14,8 @@ versions), so re-running the same command, or a requeued SLURM job, resumes from
     error.txt            traceback of the last crash, if any
     job.txt              SLURM job id of the run's last submission
     lock                 flock'ed by the process that trains the run (``run_lock``)
+    tb/<name>/           TensorBoard events of a run outside its sweep's layout (see
+                         ``tensorboard_dir``; a sweep's runs log to ``<results>/<profile>/tb``)
 
 No other module spells these names.
 """
@@ -48,6 +50,7 @@ ERROR = "error.txt"
 JOB = "job.txt"
 TEST_VIDEOS = "test_videos.csv"  # the multi-view test, one row per video
 LOCK = "lock"
+TB = "tb"
 
 # not launched: no folder or nothing trained yet; incomplete: started, crashed or killed
 # (it resumes from last.ckpt); done: the ``done`` marker exists.
@@ -168,6 +171,38 @@ def checkpoint_dir(run_dir: Path) -> Path:
 def last_checkpoint(run_dir: Path) -> Path:
     """``<run_dir>/checkpoints/last.ckpt`` (it may not exist yet)."""
     return Path(run_dir) / CKPT_DIR / LAST
+
+
+def tensorboard_dir(cfg: RunConfig, run_dir: Path, name: str) -> Path:
+    """Where the run's TensorBoard events go, named so that ``tensorboard --logdir`` reads.
+
+    A run in its own folder ``<output_dir>/<run id>`` (every sweep run:
+    ``<results>/<profile>/<table>/<run id>``) logs to ``<results>/<profile>/tb/<name>/<run id>``,
+    so ``tensorboard --logdir results/proxy/tb`` lists ``2a/Gaussian/R50/s0/<run id>``; a run
+    trained in a folder of its own choosing (``--run-dir``) keeps them in ``<run>/tb/<name>``.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.name == config_hash(cfg) and run_dir.parent.name == Path(cfg.output_dir).name:
+        return run_dir.parent.parent / TB / name / run_dir.name
+    return run_dir / TB / name
+
+
+def epoch_progress(run_dir: Path) -> dict[str, Any]:
+    """How far a run's metrics got: ``epoch`` (the latest epoch logged, counted from 1) and
+    ``val_top1`` (the latest clip top-1 on val, in percent); None where nothing is logged.
+    A metrics file caught mid-write by a running trainer reads as nothing."""
+    out: dict[str, Any] = {"epoch": None, "val_top1": None}
+    try:
+        df = logged(run_dir)
+    except Exception:  # noqa: BLE001 - a partial CSV of a live run: try again next time
+        return out
+    if df is None:
+        return out
+    if "epoch" in df and df["epoch"].notna().any():
+        out["epoch"] = int(df["epoch"].dropna().max()) + 1
+    if "val/top1_clip" in df and df["val/top1_clip"].notna().any():
+        out["val_top1"] = round(100.0 * float(df["val/top1_clip"].dropna().iloc[-1]), 2)
+    return out
 
 
 def read_summary(run_dir: Path) -> dict | None:

@@ -20,10 +20,9 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-from nlrepro.config import RunConfig, load_config, to_dict
+from nlrepro.config import RunConfig, add_set_argument, load_config, to_dict
 from nlrepro.data.datamodule import VideoDataModule
 from nlrepro.proxy.dataset import ensure_proxy_data
 from nlrepro.proxy.pretrain import frames_weights
@@ -36,6 +35,7 @@ from nlrepro.run.precise_bn import update_bn_stats
 from nlrepro.run.progress import progress_callback
 from nlrepro.run.resume import resume_checkpoint
 from nlrepro.run.sync_bn import GlooSyncBatchNorm, synced_bn
+from nlrepro.run.tracking import make_loggers, name_of
 from nlrepro.utils import git_commit, library_versions, setup_logging
 
 log = logging.getLogger("nlrepro.train")
@@ -171,7 +171,7 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
         strategy=t.strategy, precision=t.precision, deterministic=t.deterministic,
         **_sync_bn(cfg),
-        logger=CSVLogger(save_dir=run_dir, name="", version=""),
+        logger=make_loggers(cfg, run_dir, name_of(cfg, run_dir)),
         callbacks=[*_callbacks(cfg, run_dir), _elapsed_callback(run_dir, elapsed_before)],
         plugins=[*_plugins(), *_sync_bn_plugins(cfg)],
         log_every_n_steps=t.log_every_n_steps, check_val_every_n_epoch=t.check_val_every_n_epoch,
@@ -222,6 +222,7 @@ def _summary(cfg: RunConfig, run_dir: Path, trainer: Any, model: Any, dm: Any,
     report["train_retries"] = model.train_retries
     return {
         "run_id": config_hash(cfg),
+        "name": name_of(cfg, run_dir),
         "run_dir": str(run_dir),
         "profile": cfg.profile,
         "seed": cfg.seed,
@@ -245,8 +246,7 @@ def _summary(cfg: RunConfig, run_dir: Path, trainer: Any, model: Any, dm: Any,
 # ---- command line ---------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="proxy", help="experiments/profiles/<name>.yaml")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. model.nonlocal.blocks=1")
+    add_set_argument(parser, "override config keys, e.g. model.nonlocal.blocks=1")
     parser.add_argument("--run-dir", type=Path, default=None,
                         help="run folder (default: <output_dir>/<config hash>)")
 

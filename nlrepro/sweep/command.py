@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nlrepro.choices import LAUNCHERS
+from nlrepro.config import ConfigError, add_set_argument
 from nlrepro.proxy.dataset import ensure_proxy_data
 from nlrepro.proxy.pretrain import ensure_all
 from nlrepro.run import rundir
@@ -31,16 +32,25 @@ def status_frame(specs: list[RunSpec]) -> Any:
     for s in specs:
         summary = rundir.read_summary(s.run_dir) or {}
         metric = summary.get("metrics", {}).get("test/top1_video")
-        rows.append({"row": " / ".join(s.labels), "depth": s.depth, "seed": s.seed,
-                     "run_id": s.run_id, "state": s.state(),
+        state = s.state()
+        # A run not done: how far its metrics got (also a first attempt still in epoch 1,
+        # before its first checkpoint); a done one: its epochs.
+        seen = rundir.epoch_progress(s.run_dir) if state != "done" else {}
+        epoch = summary.get("epochs") if state == "done" else seen.get("epoch")
+        rows.append({"name": s.name, "run_id": s.run_id, "state": state,
+                     "epoch": "" if epoch is None else f"{epoch}/{s.config.trainer.max_epochs}",
+                     "val_top1": seen.get("val_top1"),
                      "top1_video": None if metric is None else round(metric, 2),
                      "job": rundir.recorded_job(s.run_dir) or "",
                      "error": s.error() or ""})
     return pd.DataFrame(rows)
 
 
-def launch(specs: list[RunSpec], launcher: str, results: Path) -> list:
-    """Run what is not done, parents (Table 2f for 2g) first."""
+def launch(specs: list[RunSpec], launcher: str, results: Path, wait: bool = True) -> list:
+    """Run what is not done, parents (Table 2f for 2g) first.
+
+    ``wait=False`` (SLURM only) returns once the jobs are submitted; runs whose parent is not
+    done yet are left for the next call (they would start from a missing checkpoint)."""
     outcomes = []
     if launcher != "slurm":
         for s in specs:  # before any run starts, parents included
@@ -48,6 +58,13 @@ def launch(specs: list[RunSpec], launcher: str, results: Path) -> list:
     parents = {s.depends_on.run_dir: s.depends_on for s in specs if s.depends_on}
     for phase in (list(parents.values()), specs):
         todo = [s for s in phase if not reuse_done_twin(s, results)]
+        if not wait and phase is specs:
+            waiting = [s for s in todo if s.depends_on and s.depends_on.state() != "done"]
+            if waiting:
+                print(f"{len(waiting)} runs wait for their parent runs (table "
+                      f"{waiting[0].depends_on.table}): run this command again once those "
+                      "are done", flush=True)
+            todo = [s for s in todo if s not in waiting]
         for s in todo:
             write_spec(s)
         if not todo:
@@ -56,7 +73,7 @@ def launch(specs: list[RunSpec], launcher: str, results: Path) -> list:
         if launcher == "slurm":
             cfg = todo[0].config.launcher
             folder = Path(results) / todo[0].config.profile / todo[0].table / SUBMITIT_DIR
-            outcomes += launchers.launch_slurm(dirs, cfg, folder)
+            outcomes += launchers.launch_slurm(dirs, cfg, folder, wait=wait)
         else:
             workers = todo[0].config.launcher.local_workers
             if todo[0].config.data.proxy is not None:
@@ -74,12 +91,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--launcher", choices=LAUNCHERS, default=None,
                         help="default: the profile's launcher.name")
     parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="override for every run, e.g. trainer.max_epochs=2")
+    add_set_argument(parser, "override for every run, e.g. trainer.max_epochs=2")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help="override the grid's seeds, e.g. --seeds 0 1")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and its cost")
-    parser.add_argument("--status", action="store_true", help="print the state of every run")
+    parser.add_argument("--status", action="store_true",
+                        help="print every run: name, state, epoch, latest val top-1, job")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="SLURM: return once the jobs are submitted (follow with --status)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -95,7 +114,10 @@ def main(args: argparse.Namespace) -> int:
         _print_plan(grid, specs)
         return 0
     launcher = specs[0].config.launcher.name if specs else "local"
-    outcomes = launch(specs, launcher, args.results)
+    if args.no_wait and launcher != "slurm":
+        raise ConfigError("--no-wait: only the SLURM launcher runs without this command "
+                          f"(launcher {launcher!r}); use --launcher slurm")
+    outcomes = launch(specs, launcher, args.results, wait=not args.no_wait)
     failed = [o for o in outcomes if not o.ok]
     _print_status(grid, specs)
     for o in failed:
@@ -109,7 +131,7 @@ def _print_status(grid: dict, specs: list[RunSpec]) -> None:
     print(f"table {grid['table']}: {len(df)} runs; "
           + ", ".join(f"{counts.get(s, 0)} {s}" for s in rundir.STATES))
     if len(df):
-        print(df.to_string(index=False))
+        print(df.astype(object).where(df.notna(), "").to_string(index=False))
 
 
 def _print_plan(grid: dict, specs: list[RunSpec]) -> None:

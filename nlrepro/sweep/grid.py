@@ -18,6 +18,7 @@ import yaml
 from nlrepro.config import (ConfigError, RunConfig, load_config, merge, parse_set,
                             read_yaml)
 from nlrepro.run import rundir
+from nlrepro.run.tracking import run_name
 
 GRID_KEYS = {"table", "title", "seeds", "base", "rows", "depths", "profiles", "plot", "cost",
              "init_from", "notes"}
@@ -48,6 +49,11 @@ class RunSpec:
 
     def error(self) -> str | None:
         return rundir.last_error(self.run_dir)
+
+    @property
+    def name(self) -> str:
+        """Readable, beside the run id: ``2a/Gaussian/R50/s0`` (``run.tracking``)."""
+        return run_name(self.config, self.table, self.labels)
 
 
 def load_grid(path: Path) -> dict:
@@ -174,7 +180,7 @@ def write_spec(spec: RunSpec) -> None:
     """Create the run folder: ``config.yaml`` and ``row.json`` (what it reproduces)."""
     rundir.prepare_run_dir(spec.config, spec.run_dir)
     rundir.write_row(spec.run_dir, {
-        "table": spec.table, "labels": spec.labels, "depth": spec.depth, "seed": spec.seed,
+        "name": spec.name, "table": spec.table, "labels": spec.labels, "depth": spec.depth, "seed": spec.seed,
         "profile": spec.config.profile, "run_id": spec.run_id,
         "depends_on": str(spec.depends_on.run_dir) if spec.depends_on else None})
 

@@ -299,8 +299,11 @@ def _queued_job_ids() -> set[str]:
 
 
 def launch_slurm(run_dirs: Sequence[Path], launcher: LauncherConfig,
-                 folder: Path, poll_s: float = 2.0) -> list[RunOutcome]:
+                 folder: Path, poll_s: float = 2.0, wait: bool = True) -> list[RunOutcome]:
     """Submit the runs as one job array, wait for all of them, report each.
+
+    ``wait=False`` (``sweep --no-wait``) returns right after submitting, with no outcomes:
+    the jobs go on and ``sweep --status`` follows them.
 
     ``folder`` (under the results tree, shared with the compute nodes) holds
     submitit's pickles and logs, one sub-folder per job.  Each run folder gets a
@@ -332,6 +335,8 @@ def launch_slurm(run_dirs: Sequence[Path], launcher: LauncherConfig,
             rundir.record_job(run_dirs[i], job.job_id)
         print(f"submitted {len(submitted)} runs as SLURM job array "
               f"{submitted[0].job_id.split('_')[0]} (logs: {Path(folder).resolve()})", flush=True)
+    if not wait:
+        return []
 
     progress = _Progress(len(jobs), "slurm")
     outcomes: list[RunOutcome | None] = [None] * len(jobs)

@@ -320,6 +320,34 @@ def test_cli_writes_a_dataset(tmp_path: Path) -> None:
     assert rc == 0 and len((tmp_path / "cli" / "train.csv").read_text().splitlines()) == 2
 
 
+def test_cli_on_an_existing_folder_reuses_the_same_data_and_refuses_other(tmp_path: Path,
+                                                                          capsys) -> None:
+    """Run as a user does (a subprocess): exit 2 and one line naming the folder, no traceback."""
+    import subprocess
+    import sys
+
+    from nlrepro.cli import main
+
+    small = ["--num-train", "2", "--num-val", "1", "--num-test", "1", "--quiet"]
+    root = tmp_path / "cli"
+    assert main(["make-proxy-data", str(root), *small]) == 0
+    stamp = (root / "train.csv").stat().st_mtime_ns
+    assert main(["make-proxy-data", str(root), *small]) == 0  # the same dataset: reused
+    assert (root / "train.csv").stat().st_mtime_ns == stamp
+    capsys.readouterr()
+    (tmp_path / "notes").mkdir()
+    for folder, words in ((root, "different settings (num_train"),
+                          (tmp_path / "notes", "is not a proxy dataset")):
+        res = subprocess.run([sys.executable, "-m", "nlrepro", "make-proxy-data", str(folder),
+                              *small[:1], "3", *small[2:]], capture_output=True, text=True)
+        assert res.returncode == 2, res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+        assert lines[0].startswith(f"nlrepro make-proxy-data: error: root: '{folder}'")
+        assert words in lines[0]
+    assert (root / "train.csv").stat().st_mtime_ns == stamp
+
+
 def test_curriculum_clips_are_training_clips_only(tmp_path: Path) -> None:
     """persist_cue keeps the cue to the last frame in that fraction of *training* clips only;
     val/test clips never show cue and probe together (the additive limit holds there)."""
