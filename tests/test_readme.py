@@ -159,7 +159,8 @@ def check_nlrepro(argv: list[str], origin: str) -> None:
         assert (ROOT / grid).is_file(), f"{origin}: grid file {grid} does not exist"
     if sub == "table":
         from nlrepro.sweep import grid_path
-        grid_path(args.table)  # ConfigError naming the valid tables
+        for table in args.table:  # ConfigError naming the valid tables
+            grid_path(table)
     if hasattr(args, "profile") and hasattr(args, "sets") and args.profile:
         from nlrepro.config import load_config
         load_config(args.profile, sets=args.sets)  # ConfigError naming key and choices

@@ -238,7 +238,7 @@ def render(table: str, profile: str = "proxy", results: Path = Path("results"),
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("table", help="2a … 2g")
+    parser.add_argument("table", nargs="+", help="2a … 2g (several render in one process)")
     parser.add_argument("--profile", default="proxy")
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--out", type=Path, default=None, help="default paper_tables/<profile>")
@@ -246,8 +246,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    paths = render(args.table, args.profile, args.results, args.out, not args.no_plots)
-    print(Path(paths["md"]).read_text())
-    for kind, path in paths.items():
-        print(f"{kind}: {path}")
+    for table in args.table:
+        paths = render(table, args.profile, args.results, args.out, not args.no_plots)
+        print(Path(paths["md"]).read_text())
+        for kind, path in paths.items():
+            print(f"{kind}: {path}")
     return 0

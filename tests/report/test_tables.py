@@ -1,5 +1,7 @@
 """Table rendering: paper beside ours, mean ± std, deltas, missing runs as —."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -92,3 +94,21 @@ def test_plots_are_deterministic(tmp_path):
     a = render("2a", "proxy", results, tmp_path / "a")["png"].read_bytes()
     b = render("2a", "proxy", results, tmp_path / "b")["png"].read_bytes()
     assert a[:8] == b"\x89PNG\r\n\x1a\n" and a == b
+
+
+def test_one_table_command_renders_several_tables(tmp_path):
+    """``make tables`` renders all seven in one process: each table gets its own files."""
+    import shutil
+
+    from nlrepro.cli import main
+    from nlrepro.report.collect import collect
+
+    fixtures = Path(__file__).parent.parent / "fixtures" / "results"
+    results = tmp_path / "results"
+    shutil.copytree(fixtures, results)
+    (results / "proxy" / "runs.csv").write_text(collect(results, "proxy").to_csv(index=False))
+    out = tmp_path / "out"
+    assert main(["table", "2a", "2b", "--results", str(results), "--out", str(out),
+                 "--no-plots"]) == 0
+    assert "3/3" in (out / "table2a.md").read_text()
+    assert "Missing runs: 15 of 15" in (out / "table2b.md").read_text()  # no 2b fixtures
