@@ -186,9 +186,10 @@ def train_rows(runner: Runner, repeats: int, settings: tuple[str, ...]) -> list[
     return rows
 
 
-def fits(frames: int, fast: bool, runner: Runner, size: int) -> bool:
+def fits(frames: int, fast: bool, runner: Runner, size: int, batch: int = 1) -> bool:
+    """Whether one fp32 training step of ``batch`` clips fits in the device's memory."""
     try:
-        step = training_step(frames, 1, fast, "fp32", runner, size)
+        step = training_step(frames, batch, fast, "fp32", runner, size)
         step()
         runner.sync()
         return True

@@ -55,15 +55,7 @@ def train_steps(runner: bench_gpu.Runner, shape: dict, repeats: int) -> list[dic
 
 
 def _fits_batch(batch: int, fast: bool, runner: bench_gpu.Runner, shape: dict) -> bool:
-    try:
-        bench_gpu.training_step(shape["frames"], batch, fast, "fp32", runner, shape["size"])()
-        runner.sync()
-        return True
-    except torch.cuda.OutOfMemoryError:
-        return False
-    finally:
-        if runner.cuda:
-            torch.cuda.empty_cache()
+    return bench_gpu.fits(shape["frames"], fast, runner, shape["size"], batch)
 
 
 def largest_batch(fast: bool, runner: bench_gpu.Runner, shape: dict) -> int:
