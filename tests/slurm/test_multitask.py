@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from waits import preempt_first_checkpointed, sacct_states, wait_for
+
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(900)]
 
 GRID = """\
@@ -32,18 +34,6 @@ rows:
 # checkpoint (an epoch of 2 ranks takes about 0.5 s here).
 EPOCHS = 20
 RESUME = re.compile(r"rank (\d) of 2 resumes from (\S+) at epoch (\d+), step (\d+)")
-
-
-def sacct_states(cluster, job_id: str) -> list[str]:
-    out = cluster.run("sacct", "-n", "-X", "-D", "-P", "-j", job_id, "-o", "State")
-    return [s.split()[0] for s in out.split()]
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.time() + timeout
-    while not predicate():
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def nlrepro(*args: str) -> str:
@@ -75,18 +65,7 @@ def test_two_task_runs_resume_on_both_ranks_after_preemption(slurm_cluster, tmp_
     sweep = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     table_dir = results / "proxy" / "2a"
 
-    def first_checkpointed() -> Path | None:
-        for ckpt in sorted(table_dir.glob("*/checkpoints/last.ckpt")):
-            if (ckpt.parent.parent / "job.txt").is_file():
-                return ckpt.parent.parent
-        assert sweep.poll() is None, f"sweep ended early:\n{sweep.stdout.read()}"
-        return None
-
-    wait_for(lambda: first_checkpointed() is not None, 400, "a first last.ckpt")
-    victim = first_checkpointed()
-    assert not (victim / "done").exists(), "the run finished before it could be preempted"
-    job_id = (victim / "job.txt").read_text().strip()
-    slurm_cluster.run("scancel", "--signal=USR2", job_id)
+    victim, job_id = preempt_first_checkpointed(slurm_cluster, sweep, table_dir, 400)
     out, _ = sweep.communicate(timeout=600)
     wall = time.time() - t0
     assert sweep.returncode == 0, out

@@ -14,6 +14,7 @@ import cloudpickle
 import pytest
 
 import jobs
+from waits import preempt_first_checkpointed, sacct_states, wait_for
 from nlrepro.config import ConfigError, LauncherConfig
 from nlrepro.sweep.launch import (job_error, launch_slurm, make_executor, submit_array,
                             validate_launcher, wait_jobs)
@@ -24,19 +25,6 @@ pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]
 cloudpickle.register_pickle_by_value(jobs)
 
 SMALL = LauncherConfig(name="slurm", cpus_per_task=1, timeout_min=60, signal_delay_s=30)
-
-
-def sacct_states(cluster, job_id: str) -> list[str]:
-    """Every state SLURM recorded for a job, requeued attempts included (``-D``)."""
-    out = cluster.run("sacct", "-n", "-X", "-D", "-P", "-j", job_id, "-o", "State")
-    return [s.split()[0] for s in out.split()]
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.time() + timeout
-    while not predicate():
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def final_states(cluster, job_id: str, timeout: float = 60) -> list[str]:
@@ -181,18 +169,7 @@ def test_sweep_on_slurm_survives_a_preemption(slurm_cluster, tmp_path):
     # Preempt the first run that has saved an epoch, as a cluster would (USR2 to the job).
     table_dir = results / "proxy" / "2a"
 
-    def first_checkpointed() -> Path | None:
-        for ckpt in sorted(table_dir.glob("*/checkpoints/last.ckpt")):
-            if (ckpt.parent.parent / "job.txt").is_file():
-                return ckpt.parent.parent
-        assert sweep.poll() is None, f"sweep ended early:\n{sweep.stdout.read()}"
-        return None
-
-    wait_for(lambda: first_checkpointed() is not None, 300, "a first last.ckpt")
-    victim = first_checkpointed()
-    assert not (victim / "done").exists(), "the run finished before it could be preempted"
-    job_id = (victim / "job.txt").read_text().strip()
-    slurm_cluster.run("scancel", "--signal=USR2", job_id)
+    victim, job_id = preempt_first_checkpointed(slurm_cluster, sweep, table_dir, 300)
     # The sweep's own session dies too (its jobs do not): the same command run again
     # waits for the queued jobs instead of submitting them twice.
     sweep.send_signal(signal.SIGINT)
