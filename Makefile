@@ -56,7 +56,7 @@ $(addprefix table,$(TABLES)): table%: $(STAMP) ## sweep, collect, render this pa
 # The same steps as table<X> for every table, with one collect and one rendering process
 # (a second `make tables` launches nothing and is done in about a minute).
 tables: $(STAMP) ## all of Table 2 (a)-(g), then the claims scorecard
-	for t in $(TABLES); do $(NLREPRO) sweep experiments/table$$t.yaml --profile $(PROFILE) --launcher $(LAUNCHER) || exit 1; done
+	$(NLREPRO) sweep $(addprefix experiments/table,$(addsuffix .yaml,$(TABLES))) --profile $(PROFILE) --launcher $(LAUNCHER)
 	$(NLREPRO) collect --profile $(PROFILE)
 	$(NLREPRO) table $(TABLES) --profile $(PROFILE)
 	$(NLREPRO) claims --profile $(PROFILE)
@@ -66,7 +66,7 @@ claims: $(STAMP) ## the paper's findings checked against the runs -> paper_table
 	$(NLREPRO) claims --profile $(PROFILE)
 
 status: $(STAMP) ## state of every run of every table
-	for t in $(TABLES); do $(NLREPRO) sweep experiments/table$$t.yaml --profile $(PROFILE) --status; done
+	$(NLREPRO) sweep $(addprefix experiments/table,$(addsuffix .yaml,$(TABLES))) --profile $(PROFILE) --status
 
 figure3: $(STAMP) ## Figure 3 attention maps from a proxy 5-block NL model (Table 2c's)
 	$(NLREPRO) attention auto --best --block strongest --video example --profile $(PROFILE) --out paper_tables/$(PROFILE)/figure3.png

@@ -76,6 +76,17 @@ def test_a_grid_that_is_not_a_mapping(tmp_path, capsys):
     one_error_line(capsys, cli(["sweep", str(grid), "--dry-run"]), "a grid must be a mapping")
 
 
+def test_a_bad_later_grid_stops_the_sweep_before_any_run(tmp_path, capsys):
+    """Several grids in one sweep are all validated first: a fault in the second grid
+    must not leave the first grid's runs started."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("table: x\nrows: []\n")
+    results = tmp_path / "results"
+    code = cli(["sweep", str(GRID), str(bad), "--results", str(results)])
+    one_error_line(capsys, code, str(bad), "rows must be a non-empty list")
+    assert not results.exists() or not any(results.rglob("config.yaml"))
+
+
 def test_a_list_line_that_leaves_the_data_root(tmp_path, capsys, test_videos):
     root = tmp_path / "data"
     (root / "v").mkdir(parents=True)

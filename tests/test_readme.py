@@ -154,8 +154,8 @@ def check_nlrepro(argv: list[str], origin: str) -> None:
         args = build_parser(argv).parse_args(argv)
     except SystemExit as exc:  # argparse reports the problem on stderr
         pytest.fail(f"{origin}: `nlrepro {shlex.join(argv)}` does not parse (exit {exc.code})")
-    grid = getattr(args, "grid", None)
-    if grid is not None:
+    grids = getattr(args, "grid", None)
+    for grid in grids if isinstance(grids, list) else [grids] if grids else []:
         assert (ROOT / grid).is_file(), f"{origin}: grid file {grid} does not exist"
     if sub == "table":
         from nlrepro.sweep import grid_path

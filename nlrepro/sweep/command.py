@@ -86,7 +86,8 @@ def launch(specs: list[RunSpec], launcher: str, results: Path, wait: bool = True
 
 # ---- command line ---------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("grid", type=Path, help="experiments/table2X.yaml")
+    parser.add_argument("grid", type=Path, nargs="+",
+                        help="experiments/table2X.yaml; several grids run one after another")
     parser.add_argument("--profile", default="proxy")
     parser.add_argument("--launcher", choices=LAUNCHERS, default=None,
                         help="default: the profile's launcher.name")
@@ -102,24 +103,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    grid = load_grid(args.grid)
+    """Every grid is loaded and expanded (so validated) before the first run starts; one
+    process for several grids pays the torch import once (a no-op ``make tables``)."""
     sets = list(args.sets)
     if args.launcher:
         sets.append(f"launcher.name={args.launcher}")
-    specs = expand(grid, args.profile, args.results, sets, args.seeds)
-    if args.status:
-        _print_status(grid, specs)
+    plans = []
+    for path in args.grid:
+        grid = load_grid(path)
+        plans.append((grid, expand(grid, args.profile, args.results, sets, args.seeds)))
+    if args.status or args.dry_run:
+        for grid, specs in plans:
+            (_print_status if args.status else _print_plan)(grid, specs)
         return 0
-    if args.dry_run:
-        _print_plan(grid, specs)
-        return 0
-    launcher = specs[0].config.launcher.name if specs else "local"
+    launcher = next((specs[0].config.launcher.name for _, specs in plans if specs), "local")
     if args.no_wait and launcher != "slurm":
         raise ConfigError("--no-wait: only the SLURM launcher runs without this command "
                           f"(launcher {launcher!r}); use --launcher slurm")
-    outcomes = launch(specs, launcher, args.results, wait=not args.no_wait)
-    failed = [o for o in outcomes if not o.ok]
-    _print_status(grid, specs)
+    failed = []
+    for grid, specs in plans:
+        outcomes = launch(specs, launcher, args.results, wait=not args.no_wait)
+        failed += [o for o in outcomes if not o.ok]
+        _print_status(grid, specs)
     for o in failed:
         print(f"FAILED {o.run_dir}: {o.error}", file=sys.stderr)
     return 1 if failed else 0
