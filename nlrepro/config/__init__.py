@@ -6,8 +6,8 @@ names the key, the bad value and what is allowed.
 """
 
 from nlrepro.config.load import (PROFILE_DIR, add_set_argument, from_dict, list_profiles,
-                                 load_config, load_profile, merge, parse_set, read_config,
-                                 read_yaml,
+                                 load_config, load_profile, merge, parse_set, profile_family,
+                                 read_config, read_yaml,
                                  save_config)
 from nlrepro.config.schema import (DataConfig, LauncherConfig, ModelConfig, NonLocalConfig,
                                    OptimConfig, ProxyConfig, RunConfig, TrainerConfig, get,
@@ -18,6 +18,7 @@ from nlrepro.errors import ConfigError
 __all__ = ["CHOICES", "PROFILE_DIR", "ConfigError", "DataConfig", "LauncherConfig",
            "ModelConfig", "NonLocalConfig", "OptimConfig", "ProxyConfig", "RunConfig",
            "TrainerConfig", "add_set_argument", "check_proxy_config", "from_dict", "get",
-           "list_profiles", "load_config", "load_profile", "merge", "parse_set", "read_config",
+           "list_profiles", "load_config", "load_profile", "merge", "parse_set", "profile_family",
+           "read_config",
            "read_yaml",
            "save_config", "to_dict", "validate"]

@@ -192,14 +192,35 @@ def list_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
 
 
-def load_profile(name: str) -> dict:
-    """A profile's plain data (``experiments/profiles/<name>.yaml``)."""
+def _profile_data(name: str) -> dict:
     path = PROFILE_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown profile {name!r}; valid profiles: {', '.join(list_profiles())}")
     data = read_yaml(path.read_text(), str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"profile {path} must be a mapping")
+    return data
+
+
+def profile_family(name: str) -> str:
+    """The profile a profile ``extends`` (transitively), or itself: grids key their seeds and
+    per-profile settings by it, so a variant of the proxy runs the proxy's grid."""
+    seen = [name]
+    while (parent := _profile_data(seen[-1]).get("extends")) is not None:
+        if parent in seen:
+            raise ConfigError(f"profile {name!r}: 'extends' loops ({' -> '.join(seen + [parent])})")
+        seen.append(str(parent))
+    return seen[-1]
+
+
+def load_profile(name: str) -> dict:
+    """A profile's plain data (``experiments/profiles/<name>.yaml``), merged over the profile
+    it ``extends``, if any."""
+    data = _profile_data(name)
+    parent = data.pop("extends", None)
+    if parent is not None:
+        profile_family(name)  # a loop is one clear line
+        data = merge(load_profile(str(parent)), data)
     data["profile"] = name
     return data
 

@@ -100,6 +100,9 @@ class ProxyConfig:
     # probe -> cue the dominant lookup, at a cost in how reliably 1-block models learn.
     probe_copies: int = 1
     cue_length: int = 2
+    # Which task is drawn: "cuematch" (generator v5, one relation) or "relations" (v6: a
+    # relation kind per clip, nlrepro/proxy/relations.py; docs/PROXY.md).
+    task: str = "cuematch"
 
 
 @dataclass

@@ -6,7 +6,7 @@ from typing import Any
 
 from nlrepro.choices import (ARCHS, BASE_FRAMES, CUE_LENGTH, DECODERS, DEPTHS, FRAME_TARGETS,
                              INSTANTIATIONS, LAUNCHERS, LIST_FORMATS, LOGGERS, MAX_PROBE_COPIES,
-                             NORMS, OPTIMIZERS, PROXY_FRAMES, SCHEDULES, SCOPES, STAGES)
+                             NORMS, OPTIMIZERS, PROXY_FRAMES, PROXY_TASKS, SCHEDULES, SCOPES, STAGES)
 from nlrepro.config.ranges import check_fit, check_ranges
 from nlrepro.config.schema import NonLocalConfig, ProxyConfig, RunConfig, get
 from nlrepro.errors import ConfigError
@@ -117,6 +117,7 @@ def check_proxy_config(p: ProxyConfig) -> None:
          p.pretrain_epochs, "give a positive number of epochs")
     need(0.0 <= p.persist_cue < 1.0, "persist_cue", p.persist_cue,
          "choose a fraction in [0, 1) of training clips (1 would leave no hard clip to learn from)")
+    need(p.task in PROXY_TASKS, "task", p.task, f"choose one of {', '.join(PROXY_TASKS)}")
     need(p.pretrain_target in FRAME_TARGETS, "pretrain_target", p.pretrain_target,
          f"choose one of {', '.join(FRAME_TARGETS)}")
     need(isinstance(p.probe_copies, int) and 1 <= p.probe_copies <= MAX_PROBE_COPIES,

@@ -29,7 +29,7 @@ import numpy as np
 from nlrepro.config import ConfigError, ProxyConfig, RunConfig, check_proxy_config, load_config
 from nlrepro.data.video import DECODED_DIR, open_video, read_frames, write_decoded
 from nlrepro.choices import CUE_LENGTH
-from nlrepro.proxy.generator import CLASSES, GENERATOR_VERSION, render_indexed, write_video
+from nlrepro.proxy.generator import CLASSES, generator_version, render_indexed, write_video
 from nlrepro.utils import remove_dead, tmp_prefix
 
 CONFIG_FILE = "proxy_config.json"
@@ -37,7 +37,7 @@ POOL_MIN_VIDEOS = 64  # below this, starting worker processes costs more than it
 # Options added after generator version 5, at the values that draw v5's clips: left out of
 # the records (dataset folder, run ids, frame pre-training) at these values, so folders and
 # runs made before them stay valid.
-V5_DRAWING = {"probe_copies": 1, "cue_length": CUE_LENGTH}
+V5_DRAWING = {"probe_copies": 1, "cue_length": CUE_LENGTH, "task": "cuematch"}
 
 
 def _split_sizes(p: ProxyConfig) -> dict[str, int]:
@@ -70,7 +70,7 @@ def recorded_fields(p: ProxyConfig) -> dict[str, Any]:
 def config_record(p: ProxyConfig) -> dict:
     """What the videos depend on (frame pre-training settings do not change a video)."""
     fields = {k: v for k, v in recorded_fields(p).items() if not k.startswith("pretrain_")}
-    return {"generator_version": GENERATOR_VERSION, "proxy": fields}
+    return {"generator_version": generator_version(p), "proxy": fields}
 
 
 def make_proxy_data(root: str | Path, proxy_cfg: ProxyConfig, progress: bool = True,
@@ -165,7 +165,7 @@ def check_existing(root: Path, p: ProxyConfig, what: str = "data.root") -> None:
         stored = have.get("proxy", {})
         diff = sorted(k for k in set(want["proxy"]) | set(stored)
                       if stored.get(k) != want["proxy"].get(k))
-        if have.get("generator_version") != GENERATOR_VERSION:
+        if have.get("generator_version") != want["generator_version"]:
             diff.append("generator_version")
         raise ConfigError(f"{what}: {str(root)!r} holds a proxy dataset made with different "
                           f"settings ({', '.join(diff)}: stored {have}); remove the folder to "

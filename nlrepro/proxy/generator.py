@@ -26,9 +26,12 @@ import numpy as np
 
 from nlrepro.choices import BASE_FRAMES, PROXY_CLASSES, SPLITS
 from nlrepro.config import ProxyConfig
+from nlrepro.proxy.relations import render_relation
 
 # Bump when the rendering changes: a folder written by another version is not reused.
+# CueMatch is version 5; the relations task (nlrepro.proxy.relations) is version 6.
 GENERATOR_VERSION = 5
+VERSIONS = {"cuematch": GENERATOR_VERSION, "relations": 6}
 # label = 2 * (probe ring colour != cue colour) + core colour
 CLASSES = PROXY_CLASSES
 FPS = 4  # nominal: 8 frames = 2 s
@@ -64,6 +67,16 @@ class ClipInfo:
     probe_boxes: tuple[tuple[int, int, int], ...] = ()  # (t, y, x) of the PROBE_SIZE probe
     decoy_square: tuple[int, int, int] | None = None     # y, x, side over the probe's frames
     decoy_ring: tuple[int, int] | None = None            # y, x of a probe-like ring, cue's frames
+    # The relations task (v6) only; left out of the repr, which v5's digest test hashes.
+    kind: str = dataclasses.field(default="cuematch", repr=False)  # RELATION_KINDS
+    # chain: colour, y, x of the second cue; t0, t1, y, x of the pointer
+    other_cue: tuple[int, int, int] | None = dataclasses.field(default=None, repr=False)
+    pointer: tuple[int, int, int, int] | None = dataclasses.field(default=None, repr=False)
+
+
+def generator_version(p: ProxyConfig) -> int:
+    """The version that draws ``p``'s clips (recorded with every dataset folder)."""
+    return VERSIONS[p.task]
 
 
 def clip_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -78,6 +91,9 @@ def render_clip(rng: np.random.Generator, p: ProxyConfig, persist_cue: bool = Fa
     ``persist_cue`` keeps the cue on screen to the end (a curriculum clip: cue and probe share
     frames, so even per-frame convolutions see both).
     """
+    if p.task == "relations":
+        clip, fields = render_relation(rng, p, KEY_PALETTE, CORE_PALETTE, persist_cue)
+        return clip, ClipInfo(**fields)
     T, S, k, ring = p.frames, p.size, PROBE_SIZE, PROBE_RING
     r = T // BASE_FRAMES  # frames per base frame
     clip = np.full((T, S, S, 3), rng.uniform(20, 60), np.float32)

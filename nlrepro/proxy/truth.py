@@ -13,7 +13,7 @@ from pathlib import Path
 from nlrepro.choices import SPLITS
 from nlrepro.config import ProxyConfig
 from nlrepro.proxy.dataset import CONFIG_FILE
-from nlrepro.proxy.generator import GENERATOR_VERSION, PROBE_SIZE, render_indexed
+from nlrepro.proxy.generator import PROBE_SIZE, generator_version, render_indexed
 
 # A box in video units: frames [t0, t1), pixels [y0, y1), [x0, x1).
 Region = tuple[float, float, float, float, float, float]
@@ -34,16 +34,35 @@ def proxy_truth(path: Path) -> dict[str, list[Region]] | None:
     if not record_file.is_file() or split not in SPLITS or not index.isdigit():
         return None
     record = json.loads(record_file.read_text())
-    if record.get("generator_version") != GENERATOR_VERSION:
-        return None
     cfg = ProxyConfig(**record["proxy"])
+    if record.get("generator_version") != generator_version(cfg):
+        return None
     frames, info = render_indexed(cfg, split, int(index))  # as the writer drew it
     (c0, c1), (cy, cx, side), p0 = info.cue_frames, info.cue_box, info.probe_start
-    k = PROBE_SIZE
+    k = PROBE_SIZE  # the probe is 8×8 in both tasks
     probes: list[Region] = [(t, t + 1, y, y + k, x, x + k) for t, y, x in info.probe_boxes]
     T, H, W = frames.shape[:3]
     return {"cue": [(c0, c1, cy, cy + side, cx, cx + side)], "probes": probes,
             "cue_frames": [(c0, c1, 0, H, 0, W)], "probe_frames": [(p0, T, 0, H, 0, W)]}
+
+
+def test_kinds(root: Path) -> list[str] | None:
+    """The relation kind of every test video of the proxy dataset at ``root``, in the order
+    of ``test.csv`` (a run's ``video_idx``); None for a dataset without kinds (CueMatch) or
+    without a record of the current generator."""
+    record_file = Path(root) / CONFIG_FILE
+    if not record_file.is_file():
+        return None
+    record = json.loads(record_file.read_text())
+    cfg = ProxyConfig(**record["proxy"])
+    if cfg.task != "relations" or record.get("generator_version") != generator_version(cfg):
+        return None
+    kinds = []
+    for line in (Path(root) / "test.csv").read_text().splitlines():
+        if line.strip():
+            index = int(Path(line.split()[0]).stem.rpartition("_")[2])
+            kinds.append(render_indexed(cfg, "test", index)[1].kind)
+    return kinds
 
 
 def proxy_test_videos(path: Path) -> list[Path]:

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from nlrepro.config import (ConfigError, RunConfig, load_config, merge, parse_set,
-                            read_yaml)
+                            profile_family, read_yaml)
 from nlrepro.run import rundir
 from nlrepro.run.tracking import run_name
 
@@ -108,10 +108,19 @@ def grid_path(table: str) -> Path:
     return path
 
 
+def by_profile(entries: dict, profile: str, default: Any = None) -> Any:
+    """A grid's per-profile entry: the profile's own, else its family's (the profile it
+    ``extends``), else ``default``."""
+    for key in (profile, profile_family(profile)):
+        if key in entries:
+            return entries[key]
+    return default
+
+
 def seeds_for(grid: dict, profile: str) -> list[int]:
     seeds = grid.get("seeds", [0])
     if isinstance(seeds, dict):
-        seeds = seeds.get(profile, seeds.get("default", [0]))
+        seeds = by_profile(seeds, profile, seeds.get("default", [0]))
     return [int(s) for s in seeds]
 
 
@@ -126,7 +135,7 @@ def expand(grid: dict, profile: str = "proxy", results: Path = Path("results"),
     """Rows × depths × seeds -> validated run specs (nothing is written)."""
     table = grid["table"]
     base = dict(grid.get("base") or {})
-    base.update((grid.get("profiles") or {}).get(profile) or {})
+    base.update(by_profile(grid.get("profiles") or {}, profile) or {})
     extra = parse_set(sets)
     parents = _parents(grid, profile, results, sets, seeds)
     specs: dict[Path, RunSpec] = {}

@@ -14,6 +14,30 @@ def test_profiles_load_and_validate():
     assert load_config("kinetics").data.frames == 32
 
 
+def test_a_profile_extends_another_and_runs_its_grids(tmp_path, monkeypatch):
+    """relations extends proxy: its own keys win, the rest is the proxy's, and grids key its
+    seeds by the family (proxy); a loop in 'extends' is one clear error."""
+    from nlrepro.config import load as load_module
+    from nlrepro.config import profile_family
+    from nlrepro.sweep.grid import expand, grid_path, load_grid, seeds_for
+
+    rel, proxy = load_config("relations"), load_config("proxy")
+    assert rel.profile == "relations" and profile_family("relations") == "proxy"
+    assert rel.data.proxy.task == "relations" and proxy.data.proxy.task == "cuematch"
+    assert rel.model.stage_blocks == [1, 4, 6, 1] and rel.optim == proxy.optim
+    assert rel.model.nonlocal_.bn_init_gamma == proxy.model.nonlocal_.bn_init_gamma
+    grid = load_grid(grid_path("2g"))
+    assert seeds_for(grid, "relations") == seeds_for(grid, "proxy") == [0, 1, 2]
+    specs = expand(grid, "relations", tmp_path)
+    assert {s.config.data.root for s in specs} == {"data/relations-long"}
+    assert all(str(s.run_dir).startswith(str(tmp_path / "relations" / "2g")) for s in specs)
+    for name, parent in (("a", "b"), ("b", "a")):
+        (tmp_path / f"{name}.yaml").write_text(f"extends: {parent}\n")
+    monkeypatch.setattr(load_module, "PROFILE_DIR", tmp_path)
+    with pytest.raises(ConfigError, match=r"profile 'a': 'extends' loops \(a -> b -> a\)"):
+        load_config("a")
+
+
 def test_set_overrides_use_yaml_scalars_not_eval():
     cfg = load_config("proxy", sets=["model.nonlocal.blocks=1", "optim.lr=0.5",
                                      "model.nonlocal.stages=[res3]"])

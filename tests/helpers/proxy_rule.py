@@ -28,3 +28,41 @@ def label_from_pixels(cue_pixels: np.ndarray, probe_frame: np.ndarray) -> int:
     which, near = _nearest(band, generator.KEY_PALETTE)  # the 2-px ring around the core
     ring = int(np.bincount(which[near], minlength=3).argmax())
     return (0 if ring == cue else 2) + core
+
+
+def relation_label_from_pixels(frames: np.ndarray) -> int:
+    """The relations task's rule read off a whole clip (``(T, H, W, 3)`` decoded frames).
+
+    The probe is the frame with the most core-coloured pixels; its ring and core are read as
+    above. The cue's colour: with a white pointer on screen (the chain kind), the key colour
+    under the pointer's place in the frames before it; otherwise the dominant key colour of
+    the clip's solid squares, the probe's own box left out in the frames that show it."""
+    which, near = _nearest(frames, generator.CORE_PALETTE)
+    shown = near.sum(axis=(1, 2))
+    probe = frames[int(shown.argmax())]
+    which_p, near_p = _nearest(probe, generator.CORE_PALETTE)
+    core = int(np.bincount(which_p[near_p], minlength=2).argmax())
+    ys, xs = np.nonzero(near_p & (which_p == core))
+    y0, y1, x0, x1 = max(ys.min() - 2, 0), ys.max() + 3, max(xs.min() - 2, 0), xs.max() + 3
+    wk, nk = _nearest(probe[y0:y1, x0:x1], generator.KEY_PALETTE)
+    ring = int(np.bincount(wk[nk], minlength=3).argmax())
+    white = (np.abs(frames.astype(np.int32) - 240).sum(-1) < 60)
+    counts = white.sum(axis=(1, 2))
+    if counts.max() >= 30:  # the chain's pointer
+        t = int(counts.argmax())
+        wy, wx = np.nonzero(white[t])
+        first = int(np.nonzero(counts >= 30)[0][0])
+        region = frames[:first, wy.min():wy.max() + 1, wx.min():wx.max() + 1]
+        which, near = _nearest(region, generator.KEY_PALETTE)
+    else:
+        which, near = _nearest(frames, generator.KEY_PALETTE)
+        near = near.copy()
+        near[shown > 8, y0:y1, x0:x1] = False
+    # Solid squares only: a pixel counts when the pixels 3 px below, right and diagonally
+    # have its colour too, which the 3×3 distractors never do.
+    same = near[..., :-3, :-3] & near[..., 3:, :-3] & near[..., :-3, 3:] & near[..., 3:, 3:]
+    w = which[..., :-3, :-3]
+    same &= (w == which[..., 3:, :-3]) & (w == which[..., :-3, 3:]) & (w == which[..., 3:, 3:])
+    which, near = w, same
+    cue = int(np.bincount(which[near], minlength=3).argmax())
+    return (0 if ring == cue else 2) + core

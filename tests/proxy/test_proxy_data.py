@@ -149,13 +149,15 @@ def test_options_at_their_v5_values_keep_records_and_run_ids(tmp_path: Path) -> 
     root = tmp_path / "data"
     proxy_dataset.ensure_proxy_data(_cfg(root))
     record = json.loads((root / proxy_dataset.CONFIG_FILE).read_text())
-    assert not {"probe_copies", "cue_length"} & set(record["proxy"])
-    assert set(record["proxy"]) | {"probe_copies", "cue_length"} == {
+    assert not {"probe_copies", "cue_length", "task"} & set(record["proxy"])
+    assert set(record["proxy"]) | {"probe_copies", "cue_length", "task"} == {
         f.name for f in dataclasses.fields(ProxyConfig) if not f.name.startswith("pretrain_")}
     with pytest.raises(ConfigError, match=r"different settings \(probe_copies: stored"):
         proxy_dataset.ensure_proxy_data(_cfg(root, probe_copies=3))
     assert config_hash(_cfg(root, cue_length=2)) == config_hash(_cfg(root))
     assert config_hash(_cfg(root, cue_length=1)) != config_hash(_cfg(root))
+    assert config_hash(_cfg(root, task="cuematch")) == config_hash(_cfg(root))
+    assert config_hash(_cfg(root, task="relations")) != config_hash(_cfg(root))
 
 
 def test_layout_and_lists_are_what_the_loader_reads(dataset: Path) -> None:

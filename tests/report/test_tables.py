@@ -112,3 +112,39 @@ def test_one_table_command_renders_several_tables(tmp_path):
                  "--no-plots"]) == 0
     assert "3/3" in (out / "table2a.md").read_text()
     assert "Missing runs: 15 of 15" in (out / "table2b.md").read_text()  # no 2b fixtures
+
+
+def test_collect_gives_top1_per_relation_kind(tmp_path):
+    """On the relations proxy, runs.csv holds top-1 per relation kind, read from each run's
+    per-video results and the kinds the generator drew; CueMatch runs have no such columns."""
+    import json
+    import shutil
+
+    import pandas as pd
+
+    from nlrepro.config import ProxyConfig
+    from nlrepro.proxy.dataset import make_proxy_data
+    from nlrepro.proxy.truth import test_kinds
+    from nlrepro.report.collect import KIND_COLUMNS, collect
+    from nlrepro.run import rundir
+
+    fixtures = Path(__file__).parent.parent / "fixtures" / "results"
+    assert not set(KIND_COLUMNS) & set(collect(fixtures, "proxy").columns)
+    root = make_proxy_data(tmp_path / "rel", ProxyConfig(
+        task="relations", num_train=2, num_val=2, num_test=12, seed=1, cue_size=8),
+        progress=False)
+    kinds = test_kinds(root)
+    assert len(kinds) == 12 and "time" in kinds
+    run = tmp_path / "results" / "relations" / "2a" / "abc"
+    shutil.copytree(next((fixtures / "proxy" / "2a").iterdir()), run)
+    summary = json.loads((run / rundir.SUMMARY).read_text())
+    summary["config"]["data"]["root"] = str(root)
+    (run / rundir.SUMMARY).write_text(json.dumps(summary))
+    labels = [int(line.split()[1]) for line in (root / "test.csv").read_text().splitlines()]
+    # Right on every "time" video, wrong on every other one.
+    top1 = [y if k == "time" else (y + 1) % 4 for y, k in zip(labels, kinds)]
+    pd.DataFrame({"video_idx": range(12), "label": labels, "views": 1, "failed": 0,
+                  "top1": top1, "p_label": 0.5}).to_csv(run / rundir.TEST_VIDEOS, index=False)
+    row = collect(tmp_path / "results", "relations").iloc[0]
+    assert row["top1_time"] == 100.0
+    assert all(row[f"top1_{k}"] == 0.0 for k in set(kinds) - {"time"})
