@@ -18,6 +18,7 @@ import yaml
 
 from nlrepro.config import ConfigError
 from nlrepro.info import model_info
+from nlrepro.report.collect import KIND_COLUMNS
 from nlrepro.models.placement import compile_placement, positions, stage_blocks_of
 from nlrepro.sweep.grid import RunSpec, expand, grid_path, load_grid
 from nlrepro.utils import atomic_write_text
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PAPER_CSV = ROOT / "paper_tables" / "paper_table2.csv"
 FOOTNOTES = ROOT / "experiments" / "footnotes.yaml"
 DASH = "—"
+KIND_HEADER = "ours top-1 per kind: " + " / ".join(c.removeprefix("top1_") for c in KIND_COLUMNS)
 
 
 def load_paper(path: Path = PAPER_CSV) -> pd.DataFrame:
@@ -101,7 +103,8 @@ def build_table(grid: dict, runs: pd.DataFrame, paper: pd.DataFrame,
         m1, s1, n = _mean_std(r["top1_video"])
         m5, s5, _ = _mean_std(r["top5_video"])
         expected = sum(1 for s in specs if s.depth == depth and label in s.labels)
-        out.append({"row": label, "depth": depth, "baseline": is_base,
+        kinds = {c: _mean_std(r[c])[0] for c in KIND_COLUMNS if c in r.columns}
+        out.append({**kinds, "row": label, "depth": depth, "baseline": is_base,
                     "paper_top1": float(p["top1"].iloc[0]), "paper_top5": float(p["top5"].iloc[0]),
                     "paper_params_rel": p["params_rel"].iloc[0],
                     "paper_flops_rel": p["flops_rel"].iloc[0],
@@ -141,6 +144,9 @@ def display_frame(df: pd.DataFrame, cost: bool) -> pd.DataFrame:
                "Δ top-1 paper": DASH if r["baseline"] else _fmt(r["paper_delta"], signed=True),
                "Δ top-1 ours": DASH if r["baseline"] else _fmt(r["delta"], signed=True),
                "n": f"{r['n']}/{r['expected']}"}
+        kinds = [r.get(c) for c in KIND_COLUMNS]
+        if not any(_missing(v) for v in kinds):  # the relations proxy: top-1 per kind
+            row[KIND_HEADER] = " / ".join(f"{v:.0f}" for v in kinds)
         if cost:
             row["params (paper)"] = f"{r['params_rel']:.2f}× ({_fmt(r['paper_params_rel'])}×)"
             row["FLOPs (paper)"] = f"{r['flops_rel']:.2f}× ({_fmt(r['paper_flops_rel'])}×)"

@@ -148,3 +148,18 @@ def test_collect_gives_top1_per_relation_kind(tmp_path):
     row = collect(tmp_path / "results", "relations").iloc[0]
     assert row["top1_time"] == 100.0
     assert all(row[f"top1_{k}"] == 0.0 for k in set(kinds) - {"time"})
+
+
+def test_the_table_shows_top1_per_kind_only_where_every_kind_is_known():
+    import pandas as pd
+
+    from nlrepro.report.collect import KIND_COLUMNS
+    from nlrepro.report.tables import KIND_HEADER, display_frame
+
+    base = {"row": "C2D baseline", "depth": 50, "baseline": True, "paper_top1": 71.8,
+            "paper_top5": 89.7, "top1_mean": 60.0, "top1_std": 1.0, "top5_mean": 100.0,
+            "top5_std": 0.0, "paper_delta": None, "delta": None, "n": 3, "expected": 3}
+    kinds = dict(zip(KIND_COLUMNS, (61.6, 86.9, 48.8, 51.0)))
+    shown = display_frame(pd.DataFrame([{**base, **kinds}]), cost=False)
+    assert shown[KIND_HEADER].tolist() == ["62 / 87 / 49 / 51"]
+    assert KIND_HEADER not in display_frame(pd.DataFrame([base]), cost=False).columns
