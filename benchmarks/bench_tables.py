@@ -1,7 +1,8 @@
 """How long all of Table 2 takes on the proxy: each table's make target from empty folders.
 
 Opt-in (about an hour and a half on 2 cores): ``python benchmarks/bench_tables.py`` or
-``python benchmarks/run_all.py --with tables``.  In a scratch copy of the checked-out tree
+``python benchmarks/run_all.py --with tables``; ``--profile relations`` times the relations
+proxy instead (``tables_relations.{csv,md}``).  In a scratch copy of the checked-out tree
 (``git archive HEAD``, so nothing here is touched) with empty ``data/`` and ``results/``, it runs
 what ``make table2a`` … ``make table2g`` run (sweep, collect, table) one table after the other,
 then ``make claims``, timing each; then the whole of ``make tables`` again, which must launch
@@ -10,6 +11,7 @@ nothing.  Writes ``results/bench/tables.csv`` and ``results/bench/tables.md``.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import shutil
@@ -25,18 +27,19 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "results" / "bench"
 TABLES = ("2a", "2b", "2c", "2d", "2e", "2f", "2g")
 NLREPRO = [sys.executable, "-m", "nlrepro"]
+PROFILE = "proxy"  # set by --profile
 
 
 def steps(table: str) -> list[list[str]]:
-    """The commands of ``make table<table>`` (Makefile), profile proxy, local launcher."""
-    return [NLREPRO + ["sweep", f"experiments/table{table}.yaml", "--profile", "proxy",
+    """The commands of ``make table<table>`` (Makefile), local launcher."""
+    return [NLREPRO + ["sweep", f"experiments/table{table}.yaml", "--profile", PROFILE,
                        "--launcher", "local"],
-            NLREPRO + ["collect", "--profile", "proxy"],
-            NLREPRO + ["table", table, "--profile", "proxy"]]
+            NLREPRO + ["collect", "--profile", PROFILE],
+            NLREPRO + ["table", table, "--profile", PROFILE]]
 
 
 def claims_steps() -> list[list[str]]:
-    return [NLREPRO + ["collect", "--profile", "proxy"], NLREPRO + ["claims", "--profile", "proxy"]]
+    return [NLREPRO + ["collect", "--profile", PROFILE], NLREPRO + ["claims", "--profile", PROFILE]]
 
 
 def _run(commands: list[list[str]], cwd: Path, env: dict[str, str]) -> float:
@@ -53,9 +56,11 @@ def measure(tree: Path) -> pd.DataFrame:
         rows.append({"pass": "first", "step": f"table{table}",
                      "seconds": _run(steps(table), tree, env)})
     rows.append({"pass": "first", "step": "claims", "seconds": _run(claims_steps(), tree, env)})
-    again = ([steps(t)[0] for t in TABLES] + [NLREPRO + ["collect", "--profile", "proxy"]]
-             + [NLREPRO + ["table", *TABLES, "--profile", "proxy"]]
-             + [NLREPRO + ["claims", "--profile", "proxy"]])  # the Makefile's `tables`
+    again = ([NLREPRO + ["sweep", *(f"experiments/table{t}.yaml" for t in TABLES), "--profile",
+                         PROFILE, "--launcher", "local"],
+              NLREPRO + ["collect", "--profile", PROFILE],
+              NLREPRO + ["table", *TABLES, "--profile", PROFILE],
+              NLREPRO + ["claims", "--profile", PROFILE]])  # the Makefile's `tables`
     rows.append({"pass": "second", "step": "make tables", "seconds": _run(again, tree, env)})
     return pd.DataFrame(rows)
 
@@ -64,12 +69,17 @@ def summary(df: pd.DataFrame, note: str) -> str:
     first = df[df["pass"] == "first"]
     total = float(first["seconds"].sum())
     shown = df.assign(minutes=(df["seconds"] / 60).round(1), seconds=df["seconds"].round(0))
-    return (f"# All of Table 2 on the proxy ({platform.machine()}, {os.cpu_count()} cores "
+    return (f"# All of Table 2 on the {PROFILE} profile ({platform.machine()}, {os.cpu_count()} cores "
             f"visible)\n\n{note}\n\nFirst pass (from empty `data/` and `results/`): "
             f"**{total / 60:.0f} min** in all.\n\n{shown.to_markdown(index=False)}\n")
 
 
 def main() -> int:
+    global PROFILE
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="proxy")
+    PROFILE = parser.parse_args().profile
+    name = "tables" if PROFILE == "proxy" else f"tables_{PROFILE}"
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="nlrepro-tables-") as tmp:
         tree = Path(tmp) / "tree"
@@ -79,11 +89,11 @@ def main() -> int:
         subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
         df = measure(tree)
         shutil.rmtree(tree / "data", ignore_errors=True)
-    df.to_csv(OUT / "tables.csv", index=False)
+    df.to_csv(OUT / f"{name}.csv", index=False)
     note = ("Each table's make target in order, then the claims; the second pass runs every "
             "target again and launches nothing.")
-    (OUT / "tables.md").write_text(summary(df, note))
-    print((OUT / "tables.md").read_text())
+    (OUT / f"{name}.md").write_text(summary(df, note))
+    print((OUT / f"{name}.md").read_text())
     return 0
 
 
