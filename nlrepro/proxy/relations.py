@@ -7,16 +7,16 @@ but *where and when* cue and probe appear is one of four kinds, each reachable b
 mechanism, so a model scores on the kinds it has a mechanism for:
 
 - ``time``: cue early and probe late at the same place (a time-only block can relate them);
-- ``space``: cue and probe in the same frames, in diagonally opposite quadrants (a space-only
-  block relates them; convolutions only once their receptive field spans the frame);
-- ``spacetime``: cue early in one quadrant, probe late in the opposite one (needs both);
+- ``space``: cue and probe in the same frames, in different quadrants (a space-only block
+  relates them; convolutions only once their receptive field spans two quadrants);
+- ``spacetime``: cue early in one quadrant, probe late in another (needs both);
 - ``chain``: two cues early (colours a, b), a white pointer later on cue a's place, the probe
   late in a third quadrant; a clash ring is always b, so a single look-up from the probe sees
   {a, b} either way and stays at chance: the pointer must first take a's colour from the
   same place (one look-up), then the probe from the pointer (a second).
 
-Objects are 8×8 on a 16-pixel quadrant grid, so at res4 (a 2×2 grid for 32×32 frames) the
-quadrants are different positions.  Event times are in base frames (``BASE_FRAMES``), scaled
+Objects are 8×8, each inside one quadrant of the frame, so at res4 (a 2×2 grid for 32×32
+frames) different quadrants are different positions.  Event times are in base frames (``BASE_FRAMES``), scaled
 by ``frames / 8`` as in CueMatch: after the proxy's temporal pool early and late events never
 share a time step, so C2D stays additive on every kind but ``space``.
 """
@@ -29,8 +29,8 @@ from nlrepro.choices import BASE_FRAMES, RELATION_KINDS
 from nlrepro.config import ProxyConfig
 
 OBJECT = 8                  # cue, probe and pointer side (pixels)
+DISTRACTOR = 3              # side of the drifting key-coloured squares, as in CueMatch
 RING = 2                    # the probe's ring around a 4×4 core
-QUADRANT = 16               # objects are placed inside one 16×16 quadrant of the top-left 32×32
 POINTER = np.array([240, 240, 240], np.uint8)
 EARLY = (0, 2)              # cues start in base frame 0..1 and last 2 base frames
 LATE = (5, 6)               # probes start in base frame 5..6 and stay to the end
@@ -51,7 +51,7 @@ def render_relation(rng: np.random.Generator, p: ProxyConfig, palette: np.ndarra
                     cores: np.ndarray, persist_cue: bool = False) -> tuple[np.ndarray, dict]:
     """One clip ``uint8 (T, H, W, 3)`` and the fields of its ``ClipInfo``.
 
-    ``persist_cue`` (frame pre-training): cue and probe in opposite quadrants on every frame,
+    ``persist_cue`` (frame pre-training): cue and probe in different quadrants on every frame,
     so any frame shows both objects.
     """
     T, S, k = p.frames, p.size, OBJECT
@@ -72,11 +72,12 @@ def render_relation(rng: np.random.Generator, p: ProxyConfig, palette: np.ndarra
     spots = [_place(rng, q, S) for q in quads]
     boxes = []
     for _ in range(p.distractors):  # small key-coloured squares drifting through the clip
-        pos, vel = rng.uniform(0, S - 3, 2), rng.uniform(-1.5, 1.5, 2) / r
+        d = DISTRACTOR
+        pos, vel = rng.uniform(0, S - d, 2), rng.uniform(-1.5, 1.5, 2) / r
         colour = palette[int(rng.integers(len(palette)))]
         for t in range(T):
-            y, x = np.clip(np.round(pos + vel * t), 0, S - 3).astype(int)
-            clip[t, y:y + 3, x:x + 3] = colour
+            y, x = np.clip(np.round(pos + vel * t), 0, S - d).astype(int)
+            clip[t, y:y + d, x:x + d] = colour
             boxes.append((t, int(y), int(x)))
     cue_at, probe_at = spots[0], spots[3]  # quadrants quads[0] and quads[3] differ
     other_box = pointer = None

@@ -132,18 +132,21 @@ def test_the_oracle_sees_a_wrong_cue() -> None:
     assert relation_label_from_pixels(clip) != info.label
 
 
-def test_same_seed_same_clips_and_v6_is_recorded() -> None:
+def test_generator_version_6_still_draws_its_clips() -> None:
+    """The relations tables were made with these clips: the digest was taken from the code that
+    made them. If a change to the drawing is meant, bump the version in generator.VERSIONS (a
+    new pre-registration) and take a new digest."""
     digest = hashlib.sha256()
-    for p in (REL, ProxyConfig(task="relations", frames=32, cue_size=8)):
-        for clip, info in _draw(p, 6, "test"):
+    for p in (ProxyConfig(task="relations", cue_size=8),
+              ProxyConfig(task="relations", cue_size=8, frames=32)):
+        for i in range(8):
+            clip, info = generator.render_indexed(p, "test", i)
             digest.update(clip.tobytes())
-            digest.update(repr(info).encode())
-    again = hashlib.sha256()
-    for p in (REL, ProxyConfig(task="relations", frames=32, cue_size=8)):
-        for clip, info in _draw(p, 6, "test"):
-            again.update(clip.tobytes())
-            again.update(repr(info).encode())
-    assert digest.hexdigest() == again.hexdigest()
+            digest.update(repr((info, info.kind, info.other_cue, info.pointer)).encode())
+    assert generator.VERSIONS["relations"] == 6
+    assert digest.hexdigest() == "01952e076a21cc9e98fb518c3e6200b62b7fb8c0ff4a58dd68f39fe00534e7fe"
+
+def test_the_version_is_recorded_per_task() -> None:
     assert proxy_dataset.config_record(REL)["generator_version"] == 6
     assert proxy_dataset.config_record(ProxyConfig())["generator_version"] == 5
     assert "task" not in proxy_dataset.config_record(ProxyConfig())["proxy"]
