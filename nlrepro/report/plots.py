@@ -143,6 +143,38 @@ def _row_order(grid: dict, present: list[str]) -> list[str]:
     return [p for p in ranked if p in present] + [p for p in present if p not in ranked]
 
 
+# Where a claim's label may sit around its point (offset in points, alignment), in order of
+# preference; the first that overlaps no label placed before is taken.
+LABEL_PLACES = ((5, 4, "left"), (5, -11, "left"), (-5, 4, "right"), (-5, -11, "right"))
+
+
+def _label_places(ax: plt.Axes, run: pd.DataFrame, fontsize: float = 8) -> list[tuple]:
+    """A greedy place per label so that close points (C9 and C14, say) keep readable labels.
+
+    Hand-written: no label-repelling library is among the dependencies, and four candidate
+    places are enough for fifteen points. Text boxes are estimated in display units from the
+    font size (0.6 em per character)."""
+    points = ax.transData.transform(run[["paper", "ours"]].to_numpy(dtype=float))
+    scale = ax.figure.dpi / 72
+    boxes: list[tuple[float, float, float, float]] = []
+    chosen = []
+    for (px, py), label in zip(points, run["id"]):
+        w, h = 0.6 * fontsize * len(str(label)) * scale, fontsize * scale
+        for dx, dy, ha in LABEL_PLACES:
+            x0 = px + dx * scale - (w if ha == "right" else 0)
+            box = (x0, py + dy * scale, x0 + w, py + dy * scale + h)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
+                       for b in boxes):
+                break
+        else:
+            dx, dy, ha = LABEL_PLACES[0]
+            x0 = px + dx * scale
+            box = (x0, py + dy * scale, x0 + w, py + dy * scale + h)
+        boxes.append(box)
+        chosen.append((dx, dy, ha))
+    return chosen
+
+
 def plot_claims(points: pd.DataFrame, path: Path, profile: str) -> Path:
     """The paper's margin of each claim against ours, one point per claim, coloured by
     verdict. Two scales: Kinetics margins are about a point, the proxy's up to fifty.
@@ -157,18 +189,19 @@ def plot_claims(points: pd.DataFrame, path: Path, profile: str) -> Path:
         if len(group):
             ax.scatter(group["paper"], group["ours"], s=60, color=colour, edgecolor="0.2",
                        zorder=3, label=verdict)
-    for _, r in run.iterrows():
-        ax.annotate(r["id"], (r["paper"], r["ours"]), textcoords="offset points",
-                    xytext=(5, 4), fontsize=8)
     ax.axhline(0, color="0.4", lw=0.8)
     ax.axvline(0, color="0.4", lw=0.8)
     not_run = list(points.loc[points["ours"].isna(), "id"])
     ax.set_xlabel("the paper's margin (top-1 points, Kinetics)")
     ax.set_ylabel(f"our margin (mean over seeds, top-1 points, {profile})")
     held = int((points["verdict"] == "holds").sum())
-    ax.set_title(f"The paper's claims on the {profile}: {held} of {len(points)} hold"
+    ax.set_title(f"The paper's claims on the {profile} runs: {held} of {len(points)} hold"
                  + (f"\nnot run: {', '.join(not_run)}" if not_run else ""))
     if len(run):
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), title="verdict")
     fig.tight_layout()
+    ax.autoscale_view()  # labels are placed in display units, on the final axes
+    for (_, r), (dx, dy, ha) in zip(run.iterrows(), _label_places(ax, run)):
+        ax.annotate(r["id"], (r["paper"], r["ours"]), textcoords="offset points",
+                    xytext=(dx, dy), ha=ha, fontsize=8)
     return save_figure(fig, path, dpi=120)

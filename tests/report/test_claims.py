@@ -141,3 +141,23 @@ def test_scorecard_renders_exactly_the_committed_fixture_card(tmp_path):
 def test_claims_command_needs_collect_first(tmp_path):
     with pytest.raises(ConfigError, match="runs.csv not found.*nlrepro collect"):
         render("proxy", tmp_path)
+
+
+def test_labels_of_close_claims_do_not_overlap():
+    """Two claims with nearly the same margins (C9 and C14 on the proxy) get label places
+    whose text boxes do not intersect; a lone claim keeps the first place."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from nlrepro.report.plots import LABEL_PLACES, _label_places
+
+    run = pd.DataFrame({"id": ["C9", "C14", "C15"], "paper": [1.1, 1.1, 1.6],
+                        "ours": [-3.0, -3.4, -50.0]})
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    ax.scatter(run["paper"], run["ours"])
+    ax.set_xlim(0, 1.7)
+    ax.set_ylim(-55, 55)
+    places = _label_places(ax, run)
+    plt.close(fig)
+    assert places[0] == LABEL_PLACES[0] and places[2] == LABEL_PLACES[0]
+    assert places[1] != places[0]
