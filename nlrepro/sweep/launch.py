@@ -33,6 +33,7 @@ from nlrepro.config import ConfigError, LauncherConfig, RunConfig
 from nlrepro.run import rundir
 from nlrepro.run.train import train_run_dir
 from nlrepro.sweep.workers import Stopped, die_with_parent, stop_signals_raise, stop_workers
+from nlrepro.utils import setup_logging
 
 log = logging.getLogger("nlrepro.launch")
 
@@ -152,7 +153,9 @@ class TrainJob(submitit.helpers.Checkpointable):
     """One run folder as a SLURM job; requeued by submitit on preemption or time-out."""
 
     def __call__(self, run_dir: str) -> dict:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        # nlrepro's own stderr handler, not a root one: nlrepro's records propagate to the
+        # root logger, so with both every line would appear twice in the job's log.
+        setup_logging()
         return train_run_dir(Path(run_dir))
 
     def checkpoint(self, run_dir: str) -> submitit.helpers.DelayedSubmission:

@@ -97,3 +97,23 @@ def test_bad_local_workers_are_named(value):
     with pytest.raises(ConfigError, match=rf"launcher\.local_workers: {value!r} must be an "
                                           r"integer >= 1"):
         validate_local(LauncherConfig(local_workers=value))
+
+
+def test_a_slurm_job_logs_each_line_once():
+    """TrainJob is what a SLURM job runs: nlrepro's log lines reach the job's log once. A
+    root handler beside nlrepro's (propagation) printed every line twice."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging\n"
+        "from nlrepro.sweep import launch\n"
+        "from nlrepro.utils import setup_logging\n"
+        "def fake_train(run_dir):\n"
+        "    setup_logging()  # as the real training driver does\n"
+        "    logging.getLogger('nlrepro.run.train').info('one line')\n"
+        "launch.train_run_dir = fake_train\n"
+        "launch.TrainJob()('some/run')\n")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stderr
+    assert err.count("one line") == 1, err
