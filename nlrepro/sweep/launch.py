@@ -153,9 +153,12 @@ class TrainJob(submitit.helpers.Checkpointable):
     """One run folder as a SLURM job; requeued by submitit on preemption or time-out."""
 
     def __call__(self, run_dir: str) -> dict:
-        # nlrepro's own stderr handler, not a root one: nlrepro's records propagate to the
-        # root logger, so with both every line would appear twice in the job's log.
+        # A root handler shows the libraries' lines (submitit's preemption and requeue
+        # messages); nlrepro's lines go through nlrepro's own handler only, since with
+        # propagation both handlers would print each of them in the job's log.
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         setup_logging()
+        logging.getLogger("nlrepro").propagate = False
         return train_run_dir(Path(run_dir))
 
     def checkpoint(self, run_dir: str) -> submitit.helpers.DelayedSubmission:
