@@ -26,6 +26,7 @@ import numpy as np
 
 from nlrepro.choices import BASE_FRAMES, PROXY_CLASSES, SPLITS
 from nlrepro.config import ProxyConfig
+from nlrepro.proxy.draw import draw_distractors
 from nlrepro.proxy.relations import render_relation
 
 # Bump when the rendering changes: a folder written by another version is not reused.
@@ -39,10 +40,6 @@ FPS = 4  # nominal: 8 frames = 2 s
 # Saturated colours survive 4:2:0 chroma subsampling on objects several pixels wide.
 KEY_PALETTE = np.array([[230, 30, 30], [30, 210, 30], [40, 70, 240]], np.uint8)  # R, G, B
 CORE_PALETTE = np.array([[235, 225, 30], [30, 225, 225]], np.uint8)  # yellow, cyan
-# Distractors are small squares in the *key* colours: "which key colours occur in the clip"
-# then says nothing about the label, so a block that only averages over the clip cannot
-# solve the task; it has to pick out the cue (large, early) by what it looks like.
-DISTRACTOR_SIZE = 3
 GOLDEN = (5 ** 0.5 - 1) / 2
 PROBE_SIZE, PROBE_RING = 8, 2  # an 8×8 probe: 2-px ring in a key colour around a 4×4 core
 # Event timing in units of the 8-frame clip (BASE_FRAMES, scaled by frames / 8).  After the
@@ -103,16 +100,7 @@ def render_clip(rng: np.random.Generator, p: ProxyConfig, persist_cue: bool = Fa
     match = bool(rng.integers(2))
     key = cue if match else int((cue + rng.integers(1, len(KEY_PALETTE))) % len(KEY_PALETTE))
     core = int(rng.integers(len(CORE_PALETTE)))
-    # Distractors: small squares in key colours drifting through the whole clip.
-    boxes = []
-    d = DISTRACTOR_SIZE
-    for _ in range(p.distractors):
-        pos, vel = rng.uniform(0, S - d, 2), rng.uniform(-1.5, 1.5, 2) / r
-        colour = KEY_PALETTE[int(rng.integers(len(KEY_PALETTE)))]
-        for t in range(T):
-            y, x = np.clip(np.round(pos + vel * t), 0, S - d).astype(int)
-            clip[t, y:y + d, x:x + d] = colour
-            boxes.append((t, int(y), int(x)))
+    boxes = draw_distractors(clip, rng, KEY_PALETTE, p.distractors, r)
     c0 = r * int(rng.integers(CUE_START_MAX + 1))
     c1 = T if persist_cue else c0 + r * p.cue_length
     cy, cx = (int(v) for v in rng.integers(0, S - p.cue_size + 1, 2))

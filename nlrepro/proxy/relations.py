@@ -16,9 +16,10 @@ mechanism, so a model scores on the kinds it has a mechanism for:
   same place (one look-up), then the probe from the pointer (a second).
 
 Objects are 8×8, each inside one quadrant of the frame, so at res4 (a 2×2 grid for 32×32
-frames) different quadrants are different positions.  Event times are in base frames (``BASE_FRAMES``), scaled
-by ``frames / 8`` as in CueMatch: after the proxy's temporal pool early and late events never
-share a time step, so C2D stays additive on every kind but ``space``.
+frames) different quadrants are different positions.  Event times are in base frames
+(``BASE_FRAMES``), scaled by ``frames / 8`` as in CueMatch: after the proxy's temporal pool
+early and late events never share a time step, so C2D stays additive on every kind but
+``space``.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ import numpy as np
 
 from nlrepro.choices import BASE_FRAMES, RELATION_KINDS
 from nlrepro.config import ProxyConfig
+from nlrepro.proxy.draw import draw_distractors
 
 OBJECT = 8                  # cue, probe and pointer side (pixels)
-DISTRACTOR = 3              # side of the drifting key-coloured squares, as in CueMatch
 RING = 2                    # the probe's ring around a 4×4 core
 POINTER = np.array([240, 240, 240], np.uint8)
 EARLY = (0, 2)              # cues start in base frame 0..1 and last 2 base frames
@@ -70,15 +71,7 @@ def render_relation(rng: np.random.Generator, p: ProxyConfig, palette: np.ndarra
     p0, p1 = r * int(rng.integers(LATE[0], LATE[1] + 1)), T
     # Every position is drawn for every clip (one stream whatever the kind).
     spots = [_place(rng, q, S) for q in quads]
-    boxes = []
-    for _ in range(p.distractors):  # small key-coloured squares drifting through the clip
-        d = DISTRACTOR
-        pos, vel = rng.uniform(0, S - d, 2), rng.uniform(-1.5, 1.5, 2) / r
-        colour = palette[int(rng.integers(len(palette)))]
-        for t in range(T):
-            y, x = np.clip(np.round(pos + vel * t), 0, S - d).astype(int)
-            clip[t, y:y + d, x:x + d] = colour
-            boxes.append((t, int(y), int(x)))
+    boxes = draw_distractors(clip, rng, palette, p.distractors, r)
     cue_at, probe_at = spots[0], spots[3]  # quadrants quads[0] and quads[3] differ
     other_box = pointer = None
     if persist_cue:

@@ -104,7 +104,7 @@ def test_proxy_truth_finds_the_cue_and_probes_in_the_decoded_video(proxy_root):
     (``ClipInfo.distractors``) that are not probes.
     """
     from nlrepro.config import ProxyConfig
-    from nlrepro.proxy import dataset, generator
+    from nlrepro.proxy import dataset, draw, generator
     from nlrepro.proxy.generator import KEY_PALETTE
     from nlrepro.data.video import open_video, read_frames
 
@@ -136,7 +136,7 @@ def test_proxy_truth_finds_the_cue_and_probes_in_the_decoded_video(proxy_root):
     record = json.loads((proxy_root / dataset.CONFIG_FILE).read_text())["proxy"]
     _, info = generator.render_indexed(ProxyConfig(**record), "test", 0)
     clutter = torch.zeros(T, H, W, dtype=torch.bool)
-    d = generator.DISTRACTOR_SIZE
+    d = draw.DISTRACTOR_SIZE
     for t, y, x in info.distractors:
         clutter[t, y:y + d, x:x + d] = True
     assert clutter.any()
