@@ -37,8 +37,10 @@ FRAME_TARGETS = ("objects", "label")
 BASE_FRAMES = 8        # event times and speeds are defined on an 8-frame clip
 CUE_LENGTH = 2         # the cue lasts at most 2 base frames (data.proxy.cue_length)
 MAX_PROBE_COPIES = 6   # identical probes at independent places (data.proxy.probe_copies)
-# The proxy tasks (data.proxy.task): generator v5's single relation, v6's four kinds.
-PROXY_TASKS = ("cuematch", "relations")
+# The proxy tasks (data.proxy.task): generator v5's single relation, v6's four kinds, v7's
+# five kinds on a 32-frame timeline (nlrepro.proxy.timeline).
+PROXY_TASKS = ("cuematch", "relations", "timeline")
 RELATION_KINDS = ("time", "space", "spacetime", "chain")  # drawn uniformly per clip (v6)
+TIMELINE_FRAMES = 32   # v7 draws this many frames per clip; data.proxy.frames takes the last
 # The proxy task's classes, in id order (nlrepro.proxy.generator draws them).
 PROXY_CLASSES = ("match_yellow", "match_cyan", "clash_yellow", "clash_cyan")

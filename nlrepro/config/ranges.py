@@ -75,6 +75,7 @@ RULES: list[tuple[str, tuple[Callable[[Any], bool], str]]] = [
     ("model.dropout", _number(0.0, 1.0, hi_open=True)),
     ("model.stage_blocks", _each(_int_at_least(1), "integers >= 1")),
     ("model.nonlocal.bn_init_gamma", _number()),
+    ("model.nonlocal.concat_offset", _number()),
     ("data.batch_size", _int_at_least(1)),
     ("data.num_workers", _int_at_least(0)),
     ("data.max_retries", _int_at_least(0)),

@@ -36,6 +36,13 @@ class NonLocalConfig:
     # is the identity.  The proxy uses 1: with γ = 0, W_z gets no gradient until γ has grown
     # (docs/PROXY.md).
     bn_init_gamma: float = 0.0
+    # Concatenation only: None = w_f without bias (mmcv; the paper gives no code).  A number
+    # adds a bias to w_f that starts at this value, so every pair (i, j) starts on the active
+    # side of f's ReLU.  The function class is unchanged (θ's and φ's biases can already add a
+    # constant); only the start is.  Under Adam, whose steps do not shrink with the gradient,
+    # a bias-free w_f at VNL's N(0, 0.01) init can drift to ReLU(·) = 0 for every pair within
+    # the first steps, after which no gradient reaches θ, φ or w_f (docs/PROXY.md).
+    concat_offset: float | None = None
 
 
 @dataclass
@@ -100,8 +107,9 @@ class ProxyConfig:
     # probe -> cue the dominant lookup, at a cost in how reliably 1-block models learn.
     probe_copies: int = 1
     cue_length: int = 2
-    # Which task is drawn: "cuematch" (generator v5, one relation) or "relations" (v6: a
-    # relation kind per clip, nlrepro/proxy/relations.py; docs/PROXY.md).
+    # Which task is drawn: "cuematch" (generator v5, one relation), "relations" (v6: a
+    # relation kind per clip, nlrepro/proxy/relations.py) or "timeline" (v7: v6's kinds and
+    # an early one on a 32-frame timeline, nlrepro/proxy/timeline.py; docs/PROXY.md).
     task: str = "cuematch"
 
 
@@ -180,6 +188,12 @@ class TrainerConfig:
     precise_bn_batches: int = 0
     # Initialise from another run's checkpoint (Table 2g starts from the 32-frame run).
     init_from: str | None = None
+    # With init_from, into a network whose NL blocks have no BN (model.nonlocal.norm: none,
+    # Table 2g): True folds each parent block's W_z BN into W_z, so the fine-tuning starts
+    # from the parent's function, as the backbone's BNs are folded into frozen affine layers.
+    # False drops the parent's W_z BN and keeps its W_z as it was, which rescales every
+    # block's output at the start (by σ/γ per channel: 10x and more at γ = 0.1).
+    init_fold_nonlocal_bn: bool = False
     # BN statistics over the global batch under DDP (SyncBatchNorm). The paper's per-GPU BN
     # (8 clips each) is false; true makes W processes at batch b/W train as 1 process at b.
     sync_batchnorm: bool = False

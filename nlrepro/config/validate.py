@@ -6,7 +6,8 @@ from typing import Any
 
 from nlrepro.choices import (ARCHS, BASE_FRAMES, CUE_LENGTH, DECODERS, DEPTHS, FRAME_TARGETS,
                              INSTANTIATIONS, LAUNCHERS, LIST_FORMATS, LOGGERS, MAX_PROBE_COPIES,
-                             NORMS, OPTIMIZERS, PROXY_FRAMES, PROXY_TASKS, SCHEDULES, SCOPES, STAGES)
+                             NORMS, OPTIMIZERS, PROXY_FRAMES, PROXY_TASKS, SCHEDULES, SCOPES, STAGES,
+                             TIMELINE_FRAMES)
 from nlrepro.config.ranges import check_fit, check_ranges
 from nlrepro.config.schema import NonLocalConfig, ProxyConfig, RunConfig, get
 from nlrepro.errors import ConfigError
@@ -118,6 +119,9 @@ def check_proxy_config(p: ProxyConfig) -> None:
     need(0.0 <= p.persist_cue < 1.0, "persist_cue", p.persist_cue,
          "choose a fraction in [0, 1) of training clips (1 would leave no hard clip to learn from)")
     need(p.task in PROXY_TASKS, "task", p.task, f"choose one of {', '.join(PROXY_TASKS)}")
+    if p.task == "timeline":
+        need(p.frames <= TIMELINE_FRAMES, "frames", p.frames,
+             f"the timeline task draws {TIMELINE_FRAMES} frames: choose 8, 16, 24 or 32")
     need(p.pretrain_target in FRAME_TARGETS, "pretrain_target", p.pretrain_target,
          f"choose one of {', '.join(FRAME_TARGETS)}")
     need(isinstance(p.probe_copies, int) and 1 <= p.probe_copies <= MAX_PROBE_COPIES,

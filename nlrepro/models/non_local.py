@@ -58,12 +58,16 @@ class NonLocalBlock(nn.Module):
         which the small proxy task needs (docs/PROXY.md).  Ignored with ``norm="none"``.
     temporal_group: compute the affinity inside groups of k consecutive frames (VNL 128-frame
         res3 trick); T must be divisible by k.
+    concat_offset: concatenation only; None = w_f without bias (mmcv), a number = a bias on
+        w_f starting there, so every pair starts on the active side of the ReLU (the schema's
+        ``NonLocalConfig.concat_offset`` says why).
     """
 
     def __init__(self, in_channels: int, instantiation: str = "embedded_gaussian",
                  scope: str = "spacetime", subsample: bool = True, scale: bool = True,
                  inner_channels: int | None = None, norm: str = "bn",
-                 temporal_group: int | None = None, bn_init_gamma: float = 0.0) -> None:
+                 temporal_group: int | None = None, bn_init_gamma: float = 0.0,
+                 concat_offset: float | None = None) -> None:
         super().__init__()
         _check_choice("instantiation", instantiation, INSTANTIATIONS)
         _check_choice("scope", scope, SCOPES)
@@ -86,7 +90,10 @@ class NonLocalBlock(nn.Module):
         self.phi = _conv(in_channels, inner) if embedded else None
         self.g = _conv(in_channels, inner)
         # Projects [θ_i, φ_j] (2·inner channels) to the scalar pre-activation of f.
-        self.w_f = _conv(2 * inner, 1, bias=False) if instantiation == "concatenation" else None
+        self.w_f = (_conv(2 * inner, 1, bias=concat_offset is not None)
+                    if instantiation == "concatenation" else None)
+        if self.w_f is not None and concat_offset is not None:
+            nn.init.constant_(self.w_f.bias, concat_offset)
         self.pool = nn.MaxPool3d((1, 2, 2), (1, 2, 2)) if subsample else None
         self.w_z = _conv(inner, in_channels)
         if norm == "bn":
@@ -165,10 +172,14 @@ class NonLocalBlock(nn.Module):
         return d ** -0.5 if self.scale else 1.0
 
     def _concat_terms(self, q: Tensor, key: Tensor) -> tuple[Tensor, Tensor]:
-        """w_fᵀ[θ_i, φ_j] = a_i + b_j with a = θ·w_θ, b = φ·w_φ (w_f split in halves)."""
+        """w_fᵀ[θ_i, φ_j] (+ bias) = a_i + b_j with a = θ·w_θ (+ bias), b = φ·w_φ (w_f split
+        in halves)."""
         wf = self.w_f.weight.reshape(-1)
         d = self.inner_channels
-        return q @ wf[:d], key @ wf[d:]
+        a = q @ wf[:d]
+        if self.w_f.bias is not None:
+            a = a + self.w_f.bias[0]
+        return a, key @ wf[d:]
 
     def _affinity_sets(self, q: Tensor, key: Tensor) -> Tensor:
         """f / C(x) materialised per set: (S, n, m). The plain reference path."""

@@ -211,7 +211,8 @@ def _nonlocal_factory(nl_cfg: Any) -> Any:
         block = NonLocalBlock(channels, nl_cfg.instantiation, nl_cfg.scope, nl_cfg.subsample,
                               nl_cfg.scale, norm=nl_cfg.norm,
                               temporal_group=nl_cfg.temporal_groups.get(stage),
-                              bn_init_gamma=nl_cfg.bn_init_gamma)
+                              bn_init_gamma=nl_cfg.bn_init_gamma,
+                              concat_offset=nl_cfg.concat_offset)
         block.fast = nl_cfg.fast
         return block
     return make

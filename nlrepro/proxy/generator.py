@@ -28,11 +28,13 @@ from nlrepro.choices import BASE_FRAMES, PROXY_CLASSES, SPLITS
 from nlrepro.config import ProxyConfig
 from nlrepro.proxy.draw import draw_distractors
 from nlrepro.proxy.relations import render_relation
+from nlrepro.proxy.timeline import render_timeline
 
 # Bump when the rendering changes: a folder written by another version is not reused.
-# CueMatch is version 5; the relations task (nlrepro.proxy.relations) is version 6.
+# CueMatch is version 5; the relations task (nlrepro.proxy.relations) is version 6; the
+# timeline task (nlrepro.proxy.timeline) is version 7.
 GENERATOR_VERSION = 5
-VERSIONS = {"cuematch": GENERATOR_VERSION, "relations": 6}
+VERSIONS = {"cuematch": GENERATOR_VERSION, "relations": 6, "timeline": 7}
 # label = 2 * (probe ring colour != cue colour) + core colour
 CLASSES = PROXY_CLASSES
 FPS = 4  # nominal: 8 frames = 2 s
@@ -64,7 +66,7 @@ class ClipInfo:
     probe_boxes: tuple[tuple[int, int, int], ...] = ()  # (t, y, x) of the PROBE_SIZE probe
     decoy_square: tuple[int, int, int] | None = None     # y, x, side over the probe's frames
     decoy_ring: tuple[int, int] | None = None            # y, x of a probe-like ring, cue's frames
-    # The relations task (v6) only; left out of the repr, which v5's digest test hashes.
+    # The relations tasks (v6, v7) only; left out of the repr, which v5's digest test hashes.
     kind: str = dataclasses.field(default="cuematch", repr=False)  # RELATION_KINDS
     # chain: colour, y, x of the second cue; t0, t1, y, x of the pointer
     other_cue: tuple[int, int, int] | None = dataclasses.field(default=None, repr=False)
@@ -90,6 +92,9 @@ def render_clip(rng: np.random.Generator, p: ProxyConfig, persist_cue: bool = Fa
     """
     if p.task == "relations":
         clip, fields = render_relation(rng, p, KEY_PALETTE, CORE_PALETTE, persist_cue)
+        return clip, ClipInfo(**fields)
+    if p.task == "timeline":
+        clip, fields = render_timeline(rng, p, KEY_PALETTE, CORE_PALETTE, persist_cue)
         return clip, ClipInfo(**fields)
     T, S, k, ring = p.frames, p.size, PROBE_SIZE, PROBE_RING
     r = T // BASE_FRAMES  # frames per base frame

@@ -15,6 +15,7 @@ from nlrepro.config import ProxyConfig
 from nlrepro.proxy.dataset import CONFIG_FILE
 from nlrepro.proxy.generator import PROBE_SIZE, generator_version, render_indexed
 
+KIND_TASKS = ("relations", "timeline")  # the tasks that draw a relation kind per clip
 # A box in video units: frames [t0, t1), pixels [y0, y1), [x0, x1).
 Region = tuple[float, float, float, float, float, float]
 
@@ -39,6 +40,8 @@ def proxy_truth(path: Path) -> dict[str, list[Region]] | None:
         return None
     frames, info = render_indexed(cfg, split, int(index))  # as the writer drew it
     (c0, c1), (cy, cx, side), p0 = info.cue_frames, info.cue_box, info.probe_start
+    if c1 <= c0 or not info.probe_boxes:
+        return None  # a timeline kind that happens before this (short) clip
     k = PROBE_SIZE  # the probe is 8×8 in both tasks
     probes: list[Region] = [(t, t + 1, y, y + k, x, x + k) for t, y, x in info.probe_boxes]
     T, H, W = frames.shape[:3]
@@ -46,22 +49,24 @@ def proxy_truth(path: Path) -> dict[str, list[Region]] | None:
             "cue_frames": [(c0, c1, 0, H, 0, W)], "probe_frames": [(p0, T, 0, H, 0, W)]}
 
 
-def test_kinds(root: Path) -> list[str] | None:
-    """The relation kind of every test video of the proxy dataset at ``root``, in the order
-    of ``test.csv`` (a run's ``video_idx``); None for a dataset without kinds (CueMatch) or
-    without a record of the current generator."""
+def test_kinds(root: Path) -> list[tuple[str, bool]] | None:
+    """The relation kind of every test video of the proxy dataset at ``root``, and whether the
+    video shows its cue (the timeline task's short clips do not show the kinds that happen
+    before them), in the order of ``test.csv`` (a run's ``video_idx``); None for a dataset
+    without kinds (CueMatch) or without a record of the current generator."""
     record_file = Path(root) / CONFIG_FILE
     if not record_file.is_file():
         return None
     record = json.loads(record_file.read_text())
     cfg = ProxyConfig(**record["proxy"])
-    if cfg.task != "relations" or record.get("generator_version") != generator_version(cfg):
+    if cfg.task not in KIND_TASKS or record.get("generator_version") != generator_version(cfg):
         return None
     kinds = []
     for line in (Path(root) / "test.csv").read_text().splitlines():
         if line.strip():
             index = int(Path(line.split()[0]).stem.rpartition("_")[2])
-            kinds.append(render_indexed(cfg, "test", index)[1].kind)
+            info = render_indexed(cfg, "test", index)[1]
+            kinds.append((info.kind, info.cue_frames[1] > info.cue_frames[0]))
     return kinds
 
 

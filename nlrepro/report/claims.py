@@ -7,7 +7,10 @@ luck in one row is compared with the same seed's luck in the other, and judged:
 - **holds**: ``d_s > 0`` on every seed;
 - **fails**: the mean of ``d_s`` is below zero;
 - **unresolved**: anything else (mixed signs, or a zero mean);
-- **at ceiling**: both rows' means are at least ``CEILING``; the task cannot rank them;
+- **at ceiling**: both rows' means are at least ``CEILING``; the task cannot rank them.  Where
+  the runs record top-1 over the clips that show their events (``top1_inview``: the timeline
+  proxy's short clips cannot show the kinds that happen before them), that is the mean used,
+  since the attainable top-1 over all clips is then below 100%;
 - **not run**: a row has no finished run, or the two rows share no seed.
 
 A claim takes the worst verdict of its comparisons, in the order of ``SEVERITY``.  The paper's
@@ -25,6 +28,7 @@ import yaml
 
 from nlrepro.errors import ConfigError
 from nlrepro.info import model_info
+from nlrepro.report.collect import INVIEW_COLUMN
 from nlrepro.report.plots import plot_claims
 from nlrepro.report.tables import FOOTNOTES, ROOT, current_runs, load_paper
 from nlrepro.sweep.grid import expand, grid_path, load_grid
@@ -146,14 +150,17 @@ class Runs:
         return self._specs[table]
 
     def of(self, ref: RowRef) -> pd.DataFrame:
-        """``seed -> (top1_video, run_id)`` of one row, indexed by seed."""
+        """``seed -> (top1_video, run_id, ceiling)`` of one row, indexed by seed; ``ceiling``
+        is what the ceiling is judged on (top-1 over the clips in view where recorded)."""
         if ref.table not in self._tables:
             mine = self._runs[self._runs["table"].astype(str) == ref.table]
             self._tables[ref.table] = current_runs(mine, self.specs(ref.table)) \
                 if len(mine) else mine
         t = self._tables[ref.table]
         rows = t[(t["row"] == ref.row) & (t["depth"] == ref.depth)].dropna(subset=["top1_video"])
-        return rows.drop_duplicates("seed").set_index("seed")[["top1_video", "run_id"]]
+        inview = rows[INVIEW_COLUMN] if INVIEW_COLUMN in rows.columns else rows["top1_video"]
+        rows = rows.assign(ceiling=inview.fillna(rows["top1_video"]))
+        return rows.drop_duplicates("seed").set_index("seed")[["top1_video", "run_id", "ceiling"]]
 
 
 def _paper(paper: pd.DataFrame, ref: RowRef) -> float:
@@ -163,7 +170,8 @@ def _paper(paper: pd.DataFrame, ref: RowRef) -> float:
 
 
 def _mean(frame: pd.DataFrame) -> float | None:
-    return float(frame["top1_video"].mean()) if len(frame) else None
+    """The mean the ceiling is judged on (``Runs.of``)."""
+    return float(frame["ceiling"].mean()) if len(frame) else None
 
 
 def compare(a: RowRef, b: RowRef, runs: Runs, paper: pd.DataFrame) -> Comparison:
@@ -185,13 +193,14 @@ def alike(rows: list[RowRef], base: RowRef, runs: Runs, paper: pd.DataFrame) -> 
         seeds = seeds.intersection(f.index)
     seeds = seeds.sort_values()
     values = pd.DataFrame({str(r): f.loc[seeds, "top1_video"] for r, f in zip(rows, frames)})
+    ceiling = pd.DataFrame({str(r): f.loc[seeds, "ceiling"] for r, f in zip(rows, frames)})
     gain = values.sub(rb.loc[seeds, "top1_video"], axis=0).min(axis=1)
     spread = values.max(axis=1) - values.min(axis=1)
     p = pd.Series([_paper(paper, r) for r in rows])
     paper_margin = float(p.min() - _paper(paper, base) - (p.max() - p.min()))
     ids = list(dict.fromkeys([i for f in frames + [rb] for i in f.loc[seeds, "run_id"]]))
     # "At ceiling" when every row sits there: then they tie because the task cannot rank them.
-    means = (float(values.mean().min()), float(values.mean().min())) if len(seeds) \
+    means = (float(ceiling.mean().min()), float(ceiling.mean().min())) if len(seeds) \
         else (None, None)
     return Comparison(f"min gain over {base.row} − spread of {len(rows)} rows", paper_margin,
                       (gain - spread).astype(float), means, ids)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nlrepro.choices import RELATION_KINDS
+from nlrepro.proxy.timeline import KINDS as TIMELINE_KINDS
 from nlrepro.proxy.truth import test_kinds
 from nlrepro.run import rundir
 from nlrepro.utils import atomic_write_text
@@ -22,13 +22,16 @@ COLUMNS = ["table", "row", "depth", "seed", "run_id", "arch", "instantiation", "
            "blocks", "scope", "frames", "top1_video", "top5_video", "val_top1_clip",
            "epochs", "steps", "train_seconds", "throughput_clips_per_s", "peak_rss_mb",
            "videos", "videos_failed", "views_per_video", "train_retries", "reused", "run_dir"]
-# The relations proxy: test top-1 over the videos of each relation kind (empty elsewhere).
-KIND_COLUMNS = [f"top1_{k}" for k in RELATION_KINDS]
+# The relations proxies: test top-1 over the videos of each relation kind (empty elsewhere;
+# the timeline kinds include the relations ones), and over the videos whose cue the clip
+# shows ("in view": all but the timeline kinds that happen before a short clip).
+KIND_COLUMNS = [f"top1_{k}" for k in TIMELINE_KINDS]
+INVIEW_COLUMN = "top1_inview"
 
 
 def kind_accuracy(run_dir: Path, data_root: str, cache: dict) -> dict[str, float]:
-    """Top-1 per relation kind from the run's per-video test results; {} when the dataset
-    has no kinds or the run kept no per-video results."""
+    """Top-1 per relation kind and over the videos in view, from the run's per-video test
+    results; {} when the dataset has no kinds or the run kept no per-video results."""
     if data_root not in cache:
         cache[data_root] = test_kinds(Path(data_root))
     kinds = cache[data_root]
@@ -37,9 +40,12 @@ def kind_accuracy(run_dir: Path, data_root: str, cache: dict) -> dict[str, float
         return {}
     videos = pd.read_csv(path)
     videos = videos[(videos["failed"] == 0) & (videos["video_idx"] < len(kinds))]
-    videos = videos.assign(kind=[kinds[i] for i in videos["video_idx"]],
+    videos = videos.assign(kind=[kinds[i][0] for i in videos["video_idx"]],
+                           inview=[kinds[i][1] for i in videos["video_idx"]],
                            ok=videos["top1"] == videos["label"])
-    return {f"top1_{k}": 100.0 * float(v) for k, v in videos.groupby("kind")["ok"].mean().items()}
+    out = {f"top1_{k}": 100.0 * float(v) for k, v in videos.groupby("kind")["ok"].mean().items()}
+    out[INVIEW_COLUMN] = 100.0 * float(videos.loc[videos["inview"], "ok"].mean())
+    return out
 
 
 def _row(summary: dict, spec: dict, label: str, run_dir: Path) -> dict:
@@ -79,7 +85,7 @@ def collect(results: Path, profile: str) -> pd.DataFrame:
         kinds = kind_accuracy(source, summary["config"]["data"]["root"], cache)
         for label in spec["labels"]:
             rows.append({**_row(summary, spec, label, run_dir), **kinds})
-    columns = COLUMNS + ([c for c in KIND_COLUMNS if any(c in r for r in rows)])
+    columns = COLUMNS + ([c for c in KIND_COLUMNS + [INVIEW_COLUMN] if any(c in r for r in rows)])
     df = pd.DataFrame(rows, columns=columns)
     return df.sort_values(["table", "depth", "row", "seed"], kind="stable").reset_index(drop=True)
 

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PAPER_CSV = ROOT / "paper_tables" / "paper_table2.csv"
 FOOTNOTES = ROOT / "experiments" / "footnotes.yaml"
 DASH = "—"
-KIND_HEADER = "ours top-1 per kind: " + " / ".join(c.removeprefix("top1_") for c in KIND_COLUMNS)
+KIND_HEADER = "ours top-1 per kind: "
 
 
 def load_paper(path: Path = PAPER_CSV) -> pd.DataFrame:
@@ -144,9 +144,10 @@ def display_frame(df: pd.DataFrame, cost: bool) -> pd.DataFrame:
                "Δ top-1 paper": DASH if r["baseline"] else _fmt(r["paper_delta"], signed=True),
                "Δ top-1 ours": DASH if r["baseline"] else _fmt(r["delta"], signed=True),
                "n": f"{r['n']}/{r['expected']}"}
-        kinds = [r.get(c) for c in KIND_COLUMNS]
-        if not any(_missing(v) for v in kinds):  # the relations proxy: top-1 per kind
-            row[KIND_HEADER] = " / ".join(f"{v:.0f}" for v in kinds)
+        kinds = {c: r.get(c) for c in KIND_COLUMNS if c in df.columns and not df[c].isna().all()}
+        if kinds and not any(_missing(v) for v in kinds.values()):  # the relations proxies
+            header = KIND_HEADER + " / ".join(c.removeprefix("top1_") for c in kinds)
+            row[header] = " / ".join(f"{v:.0f}" for v in kinds.values())
         if cost:
             row["params (paper)"] = f"{r['params_rel']:.2f}× ({_fmt(r['paper_params_rel'])}×)"
             row["FLOPs (paper)"] = f"{r['flops_rel']:.2f}× ({_fmt(r['paper_flops_rel'])}×)"

@@ -50,8 +50,12 @@ def identity(cfg: RunConfig) -> dict:
     if cfg.model.pretrained == PROXY_FRAMES:
         # The run depends on the frame pre-trained weights: hash what they depend on.
         data["model"]["pretrained"] = {PROXY_FRAMES: frames_identity(cfg)}
+    if nl.concat_offset is None and "concat_offset" in data["model"]["nonlocal"]:
+        data["model"]["nonlocal"].pop("concat_offset")  # unset: the ids of earlier runs stay
     if not cfg.trainer.sync_batchnorm:  # the default leaves the ids of earlier runs as they were
         data["trainer"].pop("sync_batchnorm", None)
+    if not cfg.trainer.init_fold_nonlocal_bn:  # likewise
+        data["trainer"].pop("init_fold_nonlocal_bn", None)
     data["data"].update(data_identity(cfg.data, cfg.model.num_classes))
     for key in NON_IDENTITY_KEYS:
         parts = key.split(".")

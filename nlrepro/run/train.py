@@ -104,10 +104,10 @@ def _peak_memory_mb() -> dict[str, float]:
     return out
 
 
-def _init_from(model: Any, path: str) -> dict[str, list[str]]:
+def _init_from(model: Any, path: str, fold_nonlocal_bn: bool) -> dict[str, list[str]]:
     """Load weights from another run's checkpoint (Table 2g: from the 32-frame run);
     ``ConfigError`` when they do not cover the model (run/init_weights.py)."""
-    return load_init_weights(model, path)
+    return load_init_weights(model, path, fold_nonlocal_bn=fold_nonlocal_bn)
 
 
 def _on_cpu(cfg: RunConfig) -> bool:
@@ -152,7 +152,8 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
         pretrained_path=frames_weights(cfg) if load_pretrained else None)
     init_report = None
     if cfg.trainer.init_from and last is None:
-        init_report = _init_from(model, cfg.trainer.init_from)
+        init_report = _init_from(model, cfg.trainer.init_from,
+                                 cfg.trainer.init_fold_nonlocal_bn)
     if cfg.trainer.precision in ("64-true", "64", 64):
         # Lightning restores a checkpoint before its precision plugin converts the module:
         # float32 parameters would round a resumed float64 run's weights once.

@@ -14,6 +14,7 @@ BAD = {
     "seed": -1, "model.num_classes": 0, "model.width": 0, "model.stem_kernel": 0,
     "model.stem_stride": 0, "model.stem_temporal_stride": 0, "model.dropout": 1.0,
     "model.stage_blocks": [1, 0, 3, 1], "model.nonlocal.bn_init_gamma": float("nan"),
+    "model.nonlocal.concat_offset": float("inf"),
     "data.batch_size": 0, "data.num_workers": -1, "data.max_retries": -1, "data.frames": 0,
     "data.stride": 0, "data.crop": 0, "data.train_scale": [0, 32], "data.test_scale": 0,
     "data.test_crop": 0, "data.num_clips": 0, "data.num_crops": 0,

@@ -63,7 +63,8 @@ def reference(block: NonLocalBlock, x: torch.Tensor) -> tuple[torch.Tensor, torc
             n, m = theta.shape[1], phi.shape[1]
             cat = torch.cat([theta[:, :, None].expand(-1, -1, m, -1),
                              phi[:, None].expand(-1, n, -1, -1)], dim=-1)
-            f = F.relu(cat @ block.w_f.weight.reshape(-1))
+            f = cat @ block.w_f.weight.reshape(-1)
+            f = F.relu(f if block.w_f.bias is None else f + block.w_f.bias)
         aff = f * mask / mask.sum(dim=1, keepdim=True)
     y = (aff @ g).transpose(1, 2).reshape(b, -1, t, h, w)
     z = conv1(y, block.w_z)
@@ -157,6 +158,38 @@ def test_bn_init_gamma_sets_the_start_and_lets_w_z_learn_at_once():
         out.square().sum().backward()
         grads[gamma] = block.w_z.weight.grad.abs().sum().item()
     assert grads[0.0] == 0.0 and grads[1.0] > 0.0
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
+def test_concat_offset_adds_a_bias_to_w_f_and_matches_the_equation(fast):
+    torch.manual_seed(2)
+    block = randomised(NonLocalBlock(6, "concatenation", concat_offset=1.0).double())
+    block.fast = fast
+    assert block.w_f.bias is not None
+    x = torch.randn(2, 6, 4, 5, 7, dtype=torch.float64, requires_grad=True)
+    out = block(x)
+    ref, _ = reference(block, x)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-10)
+    for got, want in zip(grads(out, x, block), grads(ref, x, block)):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+
+
+def test_concat_offset_starts_every_pair_active_where_the_plain_block_can_die():
+    """Without a bias, a_i + b_j at VNL's N(0, 0.01) init spreads by about 3e-4, while Adam
+    moves every weight by about lr = 2e-3 per step whatever its gradient: 25 steps that lower
+    θ's bias along w_f switch off every pair of f = ReLU(a_i + b_j), and no gradient reaches
+    θ, φ or w_f again.  With ``concat_offset=1`` the same shift leaves every pair active."""
+    x = torch.relu(torch.randn(2, 8, 4, 6, 6))
+    for offset, alive in ((None, False), (1.0, True)):
+        torch.manual_seed(0)
+        block = NonLocalBlock(8, "concatenation", bn_init_gamma=1.0, concat_offset=offset)
+        with torch.no_grad():  # 25 Adam-sized steps of θ's bias against w_f's sign
+            block.theta.bias -= 25 * 2e-3 * torch.sign(block.w_f.weight.reshape(-1)[:4])
+        q, key, _, _ = block._embed(x)
+        a, b = block._concat_terms(q, key)
+        assert bool(((a[:, :, None] + b[:, None, :]) > 0).all()) == alive
+        block(x).square().sum().backward()
+        assert (block.w_f.weight.grad.abs().sum().item() > 0) == alive
 
 
 def test_bn_init_gamma_reaches_the_blocks_from_the_config():

@@ -71,6 +71,19 @@ def test_claim_at_ceiling_and_not_run(tmp_path):
     assert verdict("C5", full, tmp_path) == "not run"
 
 
+def test_the_ceiling_is_judged_on_the_clips_in_view_where_runs_record_them(tmp_path):
+    """Timeline proxy: short clips cannot show the early and far kinds, so two rows at 81% of
+    all clips can be at 100% of the clips they show: a tie there is the task's ceiling, not a
+    finding; the difference of all-clip top-1 still decides the other verdicts."""
+    claim = next(c for c in load_claims() if c["id"] == "C8")
+    rows = runs_of({"2c/baseline/101": [81.2, 80.8, 81.0], "2c/baseline/50": [81.0, 81.0, 80.6]})
+    assert evaluate(claim, Runs(rows, "proxy", tmp_path), load_paper()).verdict == "unresolved"
+    rows["top1_inview"] = [100.0, 99.6, 100.0, 100.0, 100.0, 99.8]
+    assert evaluate(claim, Runs(rows, "proxy", tmp_path), load_paper()).verdict == "at ceiling"
+    rows["top1_inview"] = [90.0, 91.0, 92.0, 80.0, 81.0, 82.0]
+    assert evaluate(claim, Runs(rows, "proxy", tmp_path), load_paper()).verdict == "unresolved"
+
+
 def test_comparisons_are_paired_by_seed(tmp_path):
     """Seed 0 is missing on one side: only the seeds both rows ran are compared."""
     rows = runs_of({"2c/baseline/101": [40, 60, 61], "2c/baseline/50": [90, 50, 50]})

@@ -133,8 +133,8 @@ def test_collect_gives_top1_per_relation_kind(tmp_path):
     root = make_proxy_data(tmp_path / "rel", ProxyConfig(
         task="relations", num_train=2, num_val=2, num_test=12, seed=1, cue_size=8),
         progress=False)
-    kinds = test_kinds(root)
-    assert len(kinds) == 12 and "time" in kinds
+    kinds = [k for k, shown in test_kinds(root)]
+    assert len(kinds) == 12 and "time" in kinds and all(s for _, s in test_kinds(root))
     run = tmp_path / "results" / "relations" / "2a" / "abc"
     shutil.copytree(next((fixtures / "proxy" / "2a").iterdir()), run)
     summary = json.loads((run / rundir.SUMMARY).read_text())
@@ -148,6 +148,43 @@ def test_collect_gives_top1_per_relation_kind(tmp_path):
     row = collect(tmp_path / "results", "relations").iloc[0]
     assert row["top1_time"] == 100.0
     assert all(row[f"top1_{k}"] == 0.0 for k in set(kinds) - {"time"})
+    assert row["top1_inview"] == 100.0 * kinds.count("time") / 12
+
+
+def test_top1_in_view_leaves_out_the_clips_whose_events_a_short_clip_cannot_show(tmp_path):
+    """The timeline task: an 8-frame clip shows nothing of the early and far kinds' cues, so
+    top-1 over the clips in view (what "at ceiling" is judged on) leaves them out."""
+    import json
+    import shutil
+
+    import pandas as pd
+
+    from nlrepro.config import ProxyConfig
+    from nlrepro.proxy.dataset import make_proxy_data
+    from nlrepro.proxy.timeline import BEFORE
+    from nlrepro.proxy.truth import test_kinds
+    from nlrepro.report.collect import collect
+    from nlrepro.run import rundir
+
+    fixtures = Path(__file__).parent.parent / "fixtures" / "results"
+    root = make_proxy_data(tmp_path / "tl", ProxyConfig(
+        task="timeline", num_train=2, num_val=2, num_test=40, seed=3, cue_size=8),
+        progress=False)
+    kinds = test_kinds(root)
+    assert {k for k, shown in kinds if not shown} == set(BEFORE)
+    run = tmp_path / "results" / "timeline" / "2a" / "abc"
+    shutil.copytree(next((fixtures / "proxy" / "2a").iterdir()), run)
+    summary = json.loads((run / rundir.SUMMARY).read_text())
+    summary["config"]["data"]["root"] = str(root)
+    (run / rundir.SUMMARY).write_text(json.dumps(summary))
+    labels = [int(line.split()[1]) for line in (root / "test.csv").read_text().splitlines()]
+    # Right on every clip in view, wrong on the others.
+    top1 = [y if shown else (y + 1) % 4 for y, (_, shown) in zip(labels, kinds)]
+    pd.DataFrame({"video_idx": range(40), "label": labels, "views": 1, "failed": 0,
+                  "top1": top1, "p_label": 0.5}).to_csv(run / rundir.TEST_VIDEOS, index=False)
+    row = collect(tmp_path / "results", "timeline").iloc[0]
+    assert row["top1_inview"] == 100.0
+    assert all(row[f"top1_{k}"] == 0.0 for k in BEFORE)
 
 
 def test_the_table_shows_top1_per_kind_only_where_every_kind_is_known():
@@ -160,6 +197,11 @@ def test_the_table_shows_top1_per_kind_only_where_every_kind_is_known():
             "paper_top5": 89.7, "top1_mean": 60.0, "top1_std": 1.0, "top5_mean": 100.0,
             "top5_std": 0.0, "paper_delta": None, "delta": None, "n": 3, "expected": 3}
     kinds = dict(zip(KIND_COLUMNS, (61.6, 86.9, 48.8, 51.0)))
+    header = KIND_HEADER + "time / space / spacetime / chain"
     shown = display_frame(pd.DataFrame([{**base, **kinds}]), cost=False)
-    assert shown[KIND_HEADER].tolist() == ["62 / 87 / 49 / 51"]
-    assert KIND_HEADER not in display_frame(pd.DataFrame([base]), cost=False).columns
+    assert shown[header].tolist() == ["62 / 87 / 49 / 51"]
+    assert not any(c.startswith(KIND_HEADER)
+                   for c in display_frame(pd.DataFrame([base]), cost=False).columns)
+    six = dict(zip(KIND_COLUMNS, (61.6, 86.9, 48.8, 51.0, 25.0, 50.0)))
+    shown = display_frame(pd.DataFrame([{**base, **six}]), cost=False)
+    assert shown[header + " / early / far"].tolist() == ["62 / 87 / 49 / 51 / 25 / 50"]
