@@ -10,7 +10,9 @@ luck in one row is compared with the same seed's luck in the other, and judged:
 - **at ceiling**: both rows' means are at least ``CEILING``; the task cannot rank them.  Where
   the runs record top-1 over the clips that show their events (``top1_inview``: the timeline
   proxy's short clips cannot show the kinds that happen before them), that is the mean used,
-  since the attainable top-1 over all clips is then below 100%;
+  since the attainable top-1 over all clips is then below 100%; but not when the two rows
+  read clips of different lengths (Table 2g against 2f), which show different events: there
+  a longer clip's gain is what is measured, and the mean over all clips is used;
 - **not run**: a row has no finished run, or the two rows share no seed.
 
 A claim takes the worst verdict of its comparisons, in the order of ``SEVERITY``.  The paper's
@@ -160,7 +162,10 @@ class Runs:
         rows = t[(t["row"] == ref.row) & (t["depth"] == ref.depth)].dropna(subset=["top1_video"])
         inview = rows[INVIEW_COLUMN] if INVIEW_COLUMN in rows.columns else rows["top1_video"]
         rows = rows.assign(ceiling=inview.fillna(rows["top1_video"]))
-        return rows.drop_duplicates("seed").set_index("seed")[["top1_video", "run_id", "ceiling"]]
+        frames = rows["frames"] if "frames" in rows.columns else pd.Series(0, index=rows.index)
+        rows = rows.assign(frames=frames)
+        return rows.drop_duplicates("seed").set_index("seed")[
+            ["top1_video", "run_id", "ceiling", "frames"]]
 
 
 def _paper(paper: pd.DataFrame, ref: RowRef) -> float:
@@ -169,9 +174,9 @@ def _paper(paper: pd.DataFrame, ref: RowRef) -> float:
     return float(p["top1"].iloc[0])
 
 
-def _mean(frame: pd.DataFrame) -> float | None:
+def _mean(frame: pd.DataFrame, column: str = "ceiling") -> float | None:
     """The mean the ceiling is judged on (``Runs.of``)."""
-    return float(frame["ceiling"].mean()) if len(frame) else None
+    return float(frame[column].mean()) if len(frame) else None
 
 
 def compare(a: RowRef, b: RowRef, runs: Runs, paper: pd.DataFrame) -> Comparison:
@@ -179,7 +184,11 @@ def compare(a: RowRef, b: RowRef, runs: Runs, paper: pd.DataFrame) -> Comparison
     seeds = ra.index.intersection(rb.index).sort_values()
     diffs = ra.loc[seeds, "top1_video"] - rb.loc[seeds, "top1_video"]
     ids = list(dict.fromkeys(list(ra.loc[seeds, "run_id"]) + list(rb.loc[seeds, "run_id"])))
-    means = (_mean(ra.loc[seeds]), _mean(rb.loc[seeds])) if len(seeds) else (None, None)
+    # Clips of different lengths show different events: the ceiling over all clips then.
+    same_clips = set(ra.loc[seeds, "frames"]) == set(rb.loc[seeds, "frames"])
+    column = "ceiling" if same_clips else "top1_video"
+    means = (_mean(ra.loc[seeds], column), _mean(rb.loc[seeds], column)) if len(seeds) \
+        else (None, None)
     return Comparison(f"{a} > {b}", _paper(paper, a) - _paper(paper, b), diffs.astype(float),
                       means, ids)
 

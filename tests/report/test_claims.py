@@ -84,6 +84,23 @@ def test_the_ceiling_is_judged_on_the_clips_in_view_where_runs_record_them(tmp_p
     assert evaluate(claim, Runs(rows, "proxy", tmp_path), load_paper()).verdict == "unresolved"
 
 
+def test_a_longer_clip_that_shows_more_is_not_at_ceiling_against_a_shorter_one(tmp_path):
+    """2g against 2f: both can be at 100% of what they show, but the long clip shows more (the
+    timeline's early kind), so its gain over all clips is a finding, not a tie."""
+    claim = next(c for c in load_claims() if c["id"] == "C15")
+    rows, full = {}, []
+    for row in ("C2D baseline", "I3D", "NL I3D"):
+        for depth in (50, 101):
+            rows[f"2g/{row}/{depth}"] = [99.0, 99.4, 99.2]
+            rows[f"2f/{row}/{depth}"] = [81.0, 80.6, 81.2]
+    frame = runs_of(rows)
+    frame["top1_inview"] = 100.0
+    frame["frames"] = [32 if t == "2g" else 8 for t in frame["table"]]
+    assert evaluate(claim, Runs(frame, "proxy", tmp_path), load_paper()).verdict == "holds"
+    frame["frames"] = 8  # as if both read the same clips: a tie at the ceiling
+    assert evaluate(claim, Runs(frame, "proxy", tmp_path), load_paper()).verdict == "at ceiling"
+
+
 def test_comparisons_are_paired_by_seed(tmp_path):
     """Seed 0 is missing on one side: only the seeds both rows ran are compared."""
     rows = runs_of({"2c/baseline/101": [40, 60, 61], "2c/baseline/50": [90, 50, 50]})
