@@ -48,6 +48,25 @@ def _place(rng: np.random.Generator, quadrant: int, size: int) -> tuple[int, int
     return y0 + jy, x0 + jx
 
 
+def draw_objects(clip: np.ndarray, palette: np.ndarray, cores: np.ndarray,
+                 colours: tuple[int, int, int, int], cue_at: tuple[int, int],
+                 probe_at: tuple[int, int], cue_frames: tuple[int, int],
+                 probe_frames: tuple[int, int], other_box: tuple[int, int] | None,
+                 pointer: tuple[int, int] | None) -> None:
+    """Draw the chain's second cue and pointer (when given), the cue, and the probe (ring in
+    the ``key`` colour around a ``core``) into ``clip``; ``colours`` = (cue, other, key, core).
+    Shared by v6 and v7 (``timeline``), which place the same objects on different clocks."""
+    cue, other, key, core = colours
+    (c0, c1), (p0, p1), k = cue_frames, probe_frames, OBJECT
+    if other_box is not None and pointer is not None:  # the second cue, then the pointer
+        clip[c0:c1, other_box[0]:other_box[0] + k, other_box[1]:other_box[1] + k] = palette[other]
+        clip[pointer[0]:pointer[1], cue_at[0]:cue_at[0] + k, cue_at[1]:cue_at[1] + k] = POINTER
+    clip[c0:c1, cue_at[0]:cue_at[0] + k, cue_at[1]:cue_at[1] + k] = palette[cue]
+    (py, px) = probe_at
+    clip[p0:p1, py:py + k, px:px + k] = palette[key]
+    clip[p0:p1, py + RING:py + k - RING, px + RING:px + k - RING] = cores[core]
+
+
 def render_relation(rng: np.random.Generator, p: ProxyConfig, palette: np.ndarray,
                     cores: np.ndarray, persist_cue: bool = False) -> tuple[np.ndarray, dict]:
     """One clip ``uint8 (T, H, W, 3)`` and the fields of its ``ClipInfo``.
@@ -84,13 +103,9 @@ def render_relation(rng: np.random.Generator, p: ProxyConfig, palette: np.ndarra
         other_box = spots[1]
         pointer = (r * MIDDLE[0], r * MIDDLE[1])
     key = cue if match else other
-    if kind == "chain":  # the second cue, then the pointer on the first cue's place
-        clip[c0:c1, other_box[0]:other_box[0] + k, other_box[1]:other_box[1] + k] = palette[other]
-        clip[pointer[0]:pointer[1], cue_at[0]:cue_at[0] + k, cue_at[1]:cue_at[1] + k] = POINTER
-    clip[c0:c1, cue_at[0]:cue_at[0] + k, cue_at[1]:cue_at[1] + k] = palette[cue]
+    draw_objects(clip, palette, cores, (cue, other, key, core), cue_at, probe_at, (c0, c1),
+                 (p0, p1), other_box, pointer)
     (py, px) = probe_at
-    clip[p0:p1, py:py + k, px:px + k] = palette[key]
-    clip[p0:p1, py + RING:py + k - RING, px + RING:px + k - RING] = cores[core]
     fields = dict(label=(0 if match else 2) + core, cue_colour=cue, cue_frames=(c0, c1),
                   cue_box=(cue_at[0], cue_at[1], k), probe_start=p0, probe_key=key,
                   probe_core=core, distractors=tuple(boxes),

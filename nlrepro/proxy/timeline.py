@@ -33,7 +33,8 @@ import numpy as np
 from nlrepro.choices import TIMELINE_FRAMES
 from nlrepro.config import ProxyConfig
 from nlrepro.proxy.draw import draw_distractors
-from nlrepro.proxy.relations import EARLY, LATE, MIDDLE, OBJECT, POINTER, RING, TOGETHER, _place
+from nlrepro.proxy.relations import (EARLY, LATE, MIDDLE, OBJECT, TOGETHER, _place,
+                                      draw_objects)
 
 TIMELINE = TIMELINE_FRAMES    # frames of the whole clip; a short clip is its last frames
 WINDOW = 8                    # frames of a short clip (Tables 2a-2f)
@@ -88,13 +89,9 @@ def render_timeline(rng: np.random.Generator, p: ProxyConfig, palette: np.ndarra
         other_box = spots[1]
         pointer = (w0 + MIDDLE[0], w0 + MIDDLE[1])
     key = cue if match else other
-    if kind == "chain":
-        clip[c0:c1, other_box[0]:other_box[0] + k, other_box[1]:other_box[1] + k] = palette[other]
-        clip[pointer[0]:pointer[1], cue_at[0]:cue_at[0] + k, cue_at[1]:cue_at[1] + k] = POINTER
-    clip[c0:c1, cue_at[0]:cue_at[0] + k, cue_at[1]:cue_at[1] + k] = palette[cue]
+    draw_objects(clip, palette, cores, (cue, other, key, core), cue_at, probe_at, (c0, c1),
+                 (p0, p1), other_box, pointer)
     (py, px) = probe_at
-    clip[p0:p1, py:py + k, px:px + k] = palette[key]
-    clip[p0:p1, py + RING:py + k - RING, px + RING:px + k - RING] = cores[core]
     off = TIMELINE - T  # the returned clip starts at this frame of the timeline
     shown = c1 > off
 

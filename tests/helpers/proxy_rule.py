@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
 from nlrepro.proxy import generator
@@ -66,3 +69,21 @@ def relation_label_from_pixels(frames: np.ndarray) -> int:
     which, near = w, same
     cue = int(np.bincount(which[near], minlength=3).argmax())
     return (0 if ring == cue else 2) + core
+
+
+def draw_clips(p: Any, n: int, split: str = "train") -> list:
+    """The first ``n`` clips of ``split`` exactly as the dataset of ``p`` holds them."""
+    return [generator.render_indexed(p, split, i) for i in range(n)]
+
+
+def quadrant(y: int, x: int, size: int = 32) -> int:
+    """Which quadrant (0..3, row-major) of a ``size``-pixel frame the point (y, x) is in."""
+    return 2 * (y >= size // 2) + (x >= size // 2)
+
+
+def decode(path: Path) -> np.ndarray:
+    """Every frame of a video file as decord decodes it, ``uint8 (T, H, W, 3)``."""
+    import decord
+
+    vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+    return vr.get_batch(list(range(len(vr)))).asnumpy()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.proxy_rule import relation_label_from_pixels
+from helpers.proxy_rule import decode, draw_clips, quadrant, relation_label_from_pixels
 from nlrepro.choices import RELATION_KINDS
 from nlrepro.config import ConfigError, ProxyConfig, check_proxy_config
 from nlrepro.proxy import dataset as proxy_dataset
@@ -18,21 +18,6 @@ from nlrepro.proxy import generator
 from nlrepro.proxy.relations import OBJECT
 
 REL = ProxyConfig(task="relations", num_train=24, num_val=4, num_test=4, seed=5, cue_size=8)
-
-
-def _draw(p: ProxyConfig, n: int, split: str = "train") -> list:
-    return [generator.render_indexed(p, split, i) for i in range(n)]
-
-
-def _quadrant(y: int, x: int, size: int = 32) -> int:
-    return 2 * (y >= size // 2) + (x >= size // 2)
-
-
-def _decode(path: Path) -> np.ndarray:
-    import decord
-
-    vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-    return vr.get_batch(list(range(len(vr)))).asnumpy()
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +28,7 @@ def rel_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_every_kind_and_label_is_drawn_evenly() -> None:
     counts = collections.Counter()
-    for _, info in _draw(REL, 800):
+    for _, info in draw_clips(REL, 800):
         counts[info.kind] += 1
         counts[info.label] += 1
     for kind in RELATION_KINDS:
@@ -54,7 +39,7 @@ def test_every_kind_and_label_is_drawn_evenly() -> None:
 
 def test_each_kind_places_cue_and_probe_as_its_mechanism_needs() -> None:
     seen = set()
-    for clip, info in _draw(REL, 200):
+    for clip, info in draw_clips(REL, 200):
         (c0, c1), (cy, cx, side) = info.cue_frames, info.cue_box
         t0, py, px = info.probe_boxes[0]
         p1 = info.probe_boxes[-1][0] + 1
@@ -65,14 +50,14 @@ def test_each_kind_places_cue_and_probe_as_its_mechanism_needs() -> None:
         if info.kind == "time":
             assert same_place and not overlap
         elif info.kind == "space":
-            assert overlap and _quadrant(cy, cx) != _quadrant(py, px)
+            assert overlap and quadrant(cy, cx) != quadrant(py, px)
         else:
-            assert not overlap and _quadrant(cy, cx) != _quadrant(py, px)
+            assert not overlap and quadrant(cy, cx) != quadrant(py, px)
         if info.kind == "chain":
             colour, oy, ox = info.other_cue
             q0, q1, wy, wx = info.pointer
             assert (wy, wx) == (cy, cx) and c1 <= q0 and q1 <= t0
-            assert len({_quadrant(cy, cx), _quadrant(oy, ox), _quadrant(py, px)}) == 3
+            assert len({quadrant(cy, cx), quadrant(oy, ox), quadrant(py, px)}) == 3
             assert colour != info.cue_colour
             assert (clip[q0, cy + 2, cx + 2] > 200).all()  # the white pointer
         else:
@@ -87,7 +72,7 @@ def test_early_and_late_events_never_share_a_pooled_time_step() -> None:
     The space kind shows both in one frame: convolutions can relate them (no limit)."""
     for frames in (8, 32):
         p = ProxyConfig(task="relations", frames=frames, cue_size=8)
-        for _, info in _draw(p, 120):
+        for _, info in draw_clips(p, 120):
             if info.kind == "space":
                 continue
             cue_steps = {t // 2 for t in range(*info.cue_frames)}
@@ -99,7 +84,7 @@ def test_a_single_lookup_from_the_probe_is_at_chance_on_the_chain() -> None:
     """Chain: a clash ring is always the other cue's colour, so the set of early colours and
     the ring colour say nothing about the label; only the pointer picks the cue."""
     tally = collections.Counter()
-    for _, info in _draw(REL, 1200):
+    for _, info in draw_clips(REL, 1200):
         if info.kind != "chain":
             continue
         colours = {info.cue_colour, info.other_cue[0]}
@@ -115,14 +100,14 @@ def test_the_rule_holds_on_decoded_videos_of_every_kind(rel_dataset: Path) -> No
             rel, label = line.split()
             index = int(Path(rel).stem.rsplit("_", 1)[1])
             _, info = generator.render_indexed(REL, split, index)
-            assert relation_label_from_pixels(_decode(rel_dataset / rel)) == int(label), rel
+            assert relation_label_from_pixels(decode(rel_dataset / rel)) == int(label), rel
             kinds[info.kind] += 1
     assert set(kinds) == set(RELATION_KINDS), kinds
 
 
 def test_the_oracle_sees_a_wrong_cue() -> None:
     """The oracle is not vacuous: recolouring the cue flips the match bit."""
-    clip, info = next(c for c in _draw(REL, 40) if c[1].kind == "spacetime")
+    clip, info = next(c for c in draw_clips(REL, 40) if c[1].kind == "spacetime")
     (c0, c1), (cy, cx, k) = info.cue_frames, info.cue_box
     assert relation_label_from_pixels(clip) == info.label
     # a clash becomes a match (the cue takes the ring's colour), a match a clash

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.proxy_rule import relation_label_from_pixels
+from helpers.proxy_rule import decode, draw_clips, quadrant, relation_label_from_pixels
 from nlrepro.config import ConfigError, ProxyConfig, check_proxy_config
 from nlrepro.proxy import dataset as proxy_dataset
 from nlrepro.proxy import generator
@@ -18,21 +18,6 @@ from nlrepro.proxy.timeline import BEFORE, KEYS, KIND_WEIGHTS, KINDS, TIMELINE, 
 
 SHORT = ProxyConfig(task="timeline", num_train=30, num_val=4, num_test=4, seed=5, cue_size=8)
 LONG = ProxyConfig(**{**SHORT.__dict__, "frames": TIMELINE})
-
-
-def _draw(p: ProxyConfig, n: int, split: str = "train") -> list:
-    return [generator.render_indexed(p, split, i) for i in range(n)]
-
-
-def _quadrant(y: int, x: int, size: int = 32) -> int:
-    return 2 * (y >= size // 2) + (x >= size // 2)
-
-
-def _decode(path: Path) -> np.ndarray:
-    import decord
-
-    vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-    return vr.get_batch(list(range(len(vr)))).asnumpy()
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +29,7 @@ def long_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_short_clip_is_the_end_of_the_long_one() -> None:
     """One timeline per clip: Table 2g's long clip shows Table 2a-2f's clip as its last
     frames, at the same frame rate (the paper's 128-frame clips are 4x longer, not faster)."""
-    for (short, s_info), (long, l_info) in zip(_draw(SHORT, 40), _draw(LONG, 40)):
+    for (short, s_info), (long, l_info) in zip(draw_clips(SHORT, 40), draw_clips(LONG, 40)):
         assert short.shape[0] == WINDOW and long.shape[0] == TIMELINE
         np.testing.assert_array_equal(short, long[TIMELINE - WINDOW:])
         assert (s_info.label, s_info.kind, s_info.cue_colour) == \
@@ -54,7 +39,7 @@ def test_a_short_clip_is_the_end_of_the_long_one() -> None:
 def test_every_kind_is_drawn_at_its_weight_and_the_labels_evenly() -> None:
     counts = collections.Counter()
     n = 1600
-    for _, info in _draw(SHORT, n):
+    for _, info in draw_clips(SHORT, n):
         counts[info.kind] += 1
         counts[info.label] += 1
     for kind, weight in zip(KINDS, KIND_WEIGHTS):
@@ -66,7 +51,7 @@ def test_every_kind_is_drawn_at_its_weight_and_the_labels_evenly() -> None:
 def test_only_two_key_colours_are_drawn() -> None:
     """Two key colours: "red or not" is the whole colour rule, so no colour feature solves a
     part of the match and leaves the rest (v6's plateau)."""
-    for clip, info in _draw(LONG, 60):
+    for clip, info in draw_clips(LONG, 60):
         assert {info.cue_colour, info.probe_key} <= set(KEYS)
         keys = generator.KEY_PALETTE.astype(int)
         others = [c for c in range(len(keys)) if c not in KEYS]
@@ -80,25 +65,25 @@ def test_each_kind_places_its_events_as_its_mechanism_needs() -> None:
     frames and its probe at the end, 12 or more time steps apart after the temporal pool."""
     w0 = TIMELINE - WINDOW
     seen = set()
-    for clip, info in _draw(LONG, 300):
+    for clip, info in draw_clips(LONG, 300):
         (c0, c1), (cy, cx, _) = info.cue_frames, info.cue_box
         t0, py, px = info.probe_boxes[0]
         p1 = info.probe_boxes[-1][0] + 1
         seen.add(info.kind)
         overlap = c0 < p1 and t0 < c1
         if info.kind == "early":
-            assert p1 <= w0 and (c0, c1) == (t0, p1) and _quadrant(cy, cx) != _quadrant(py, px)
+            assert p1 <= w0 and (c0, c1) == (t0, p1) and quadrant(cy, cx) != quadrant(py, px)
         elif info.kind == "far":
             assert c1 <= 4 and p1 == TIMELINE and t0 // 2 - (c1 - 1) // 2 >= 12
-            assert _quadrant(cy, cx) != _quadrant(py, px)
+            assert quadrant(cy, cx) != quadrant(py, px)
         else:
             assert c0 >= w0 and p1 == (w0 + 6 if info.kind == "space" else TIMELINE)
             if info.kind == "time":
                 assert (cy, cx) == (py, px) and not overlap
             elif info.kind == "space":
-                assert overlap and _quadrant(cy, cx) != _quadrant(py, px)
+                assert overlap and quadrant(cy, cx) != quadrant(py, px)
             else:
-                assert not overlap and _quadrant(cy, cx) != _quadrant(py, px)
+                assert not overlap and quadrant(cy, cx) != quadrant(py, px)
     assert seen == set(KINDS)
 
 
@@ -106,7 +91,7 @@ def test_a_short_clip_shows_no_event_of_the_kinds_before_it() -> None:
     """What makes longer clips help: a short clip of an ``early`` clip shows neither cue nor
     probe (chance is 25%); of a ``far`` clip, only the probe (50%).  Every other kind shows
     both events in the short clip."""
-    for clip, info in _draw(SHORT, 300):
+    for clip, info in draw_clips(SHORT, 300):
         shown = info.cue_frames[1] > info.cue_frames[0]
         assert shown == (info.kind not in BEFORE)
         assert bool(info.probe_boxes) == (info.kind != "early")
@@ -117,7 +102,7 @@ def test_events_in_the_short_clip_never_share_a_pooled_time_step() -> None:
     temporal pool pairs frames (2t, 2t+1), and outside the space-like kinds no pair holds both
     the cue and the probe, so a C2D's logits are a sum of a cue part and a probe part."""
     for p in (SHORT, LONG):
-        for _, info in _draw(p, 200):
+        for _, info in draw_clips(p, 200):
             if info.kind in ("space", "early") or info.cue_frames[1] <= info.cue_frames[0]:
                 continue
             cue_steps = {t // 2 for t in range(*info.cue_frames)}
@@ -132,7 +117,7 @@ def test_the_rule_holds_on_decoded_long_videos_of_every_kind(long_dataset: Path)
             rel, label = line.split()
             index = int(Path(rel).stem.rsplit("_", 1)[1])
             _, info = generator.render_indexed(LONG, split, index)
-            assert relation_label_from_pixels(_decode(long_dataset / rel)) == int(label), rel
+            assert relation_label_from_pixels(decode(long_dataset / rel)) == int(label), rel
             kinds[info.kind] += 1
     assert set(kinds) == set(KINDS), kinds
 
