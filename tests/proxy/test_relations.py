@@ -7,7 +7,6 @@ import collections
 import hashlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from helpers.proxy_rule import decode, draw_clips, quadrant, relation_label_from_pixels
