@@ -80,6 +80,17 @@ def freeze_bn(model: nn.Module) -> nn.Module:
     return model
 
 
+def pop_folded_bn(state: dict[str, Any], prefix: str, eps: float
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Remove the BN entries under ``prefix`` (``running_mean``, ``running_var``,
+    ``num_batches_tracked``, ``weight``, ``bias``) from ``state`` and return the ``fold``ed
+    ``(scale, shift)`` they amount to."""
+    mean, var = state.pop(f"{prefix}running_mean"), state.pop(f"{prefix}running_var")
+    state.pop(f"{prefix}num_batches_tracked", None)
+    return fold(mean, var, eps, state.pop(f"{prefix}weight", None),
+                state.pop(f"{prefix}bias", None))
+
+
 def fold_bn_state_dict(state: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
     """Convert the BN entries of a (non-frozen) checkpoint to ``model``'s frozen layers.
 
@@ -96,9 +107,6 @@ def fold_bn_state_dict(state: Mapping[str, Any], model: nn.Module) -> dict[str, 
         p = f"{name}." if name else ""
         if f"{p}running_mean" not in out or f"{p}running_var" not in out:
             continue
-        mean, var = out.pop(f"{p}running_mean"), out.pop(f"{p}running_var")
-        out.pop(f"{p}num_batches_tracked", None)
-        gamma, beta = out.get(f"{p}weight"), out.get(f"{p}bias")
-        out[f"{p}weight"], out[f"{p}bias"] = fold(mean, var, module.eps, gamma, beta)
+        out[f"{p}weight"], out[f"{p}bias"] = pop_folded_bn(out, p, module.eps)
     return out
 

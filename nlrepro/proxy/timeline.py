@@ -93,13 +93,13 @@ def render_timeline(rng: np.random.Generator, p: ProxyConfig, palette: np.ndarra
                  (p0, p1), other_box, pointer)
     (py, px) = probe_at
     off = TIMELINE - T  # the returned clip starts at this frame of the timeline
-    shown = c1 > off
 
     def local(t: int) -> int:
+        """A timeline frame in the returned clip's frames, clamped to [0, T]."""
         return min(max(t - off, 0), T)
 
     fields = dict(label=(0 if match else 2) + core, cue_colour=cue,
-                  cue_frames=(local(c0), local(c1)) if shown else (0, 0),
+                  cue_frames=(local(c0), local(c1)),  # (0, 0) when the cue ends before it
                   cue_box=(cue_at[0], cue_at[1], k), probe_start=local(p0) if p1 > off else T,
                   probe_key=key, probe_core=core,
                   distractors=tuple((t - off, y, x) for t, y, x in boxes if t >= off),

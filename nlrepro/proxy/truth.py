@@ -13,9 +13,17 @@ from pathlib import Path
 from nlrepro.choices import SPLITS
 from nlrepro.config import ProxyConfig
 from nlrepro.proxy.dataset import CONFIG_FILE
-from nlrepro.proxy.generator import PROBE_SIZE, generator_version, render_indexed
+from nlrepro.proxy.generator import PROBE_SIZE, ClipInfo, generator_version, render_indexed
 
 KIND_TASKS = ("relations", "timeline")  # the tasks that draw a relation kind per clip
+
+
+def in_view(info: ClipInfo) -> bool:
+    """Whether a clip shows both of its events (the timeline task's short clips do not show
+    the kinds that happen before them)."""
+    return info.cue_frames[1] > info.cue_frames[0] and bool(info.probe_boxes)
+
+
 # A box in video units: frames [t0, t1), pixels [y0, y1), [x0, x1).
 Region = tuple[float, float, float, float, float, float]
 
@@ -40,7 +48,7 @@ def proxy_truth(path: Path) -> dict[str, list[Region]] | None:
         return None
     frames, info = render_indexed(cfg, split, int(index))  # as the writer drew it
     (c0, c1), (cy, cx, side), p0 = info.cue_frames, info.cue_box, info.probe_start
-    if c1 <= c0 or not info.probe_boxes:
+    if not in_view(info):
         return None  # a timeline kind that happens before this (short) clip
     k = PROBE_SIZE  # the probe is 8×8 in both tasks
     probes: list[Region] = [(t, t + 1, y, y + k, x, x + k) for t, y, x in info.probe_boxes]
@@ -66,7 +74,7 @@ def test_kinds(root: Path) -> list[tuple[str, bool]] | None:
         if line.strip():
             index = int(Path(line.split()[0]).stem.rpartition("_")[2])
             info = render_indexed(cfg, "test", index)[1]
-            kinds.append((info.kind, info.cue_frames[1] > info.cue_frames[0]))
+            kinds.append((info.kind, in_view(info)))
     return kinds
 
 

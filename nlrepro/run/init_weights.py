@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from nlrepro.errors import ConfigError
-from nlrepro.models.frozen_bn import fold, fold_bn_state_dict
+from nlrepro.models.frozen_bn import fold_bn_state_dict, pop_folded_bn
 from nlrepro.models.non_local import NonLocalBlock
 
 COMPILED = "_orig_mod."  # torch.compile (trainer.compile) inserts this after ``model.``
@@ -45,10 +45,7 @@ def fold_nonlocal_bn_state_dict(state: dict[str, Any], model: nn.Module) -> dict
         p = f"{name}." if name else ""
         if f"{p}bn.running_mean" not in out or f"{p}w_z.weight" not in out:
             continue
-        mean, var = out.pop(f"{p}bn.running_mean"), out.pop(f"{p}bn.running_var")
-        out.pop(f"{p}bn.num_batches_tracked", None)
-        scale, shift = fold(mean, var, NONLOCAL_BN_EPS, out.pop(f"{p}bn.weight", None),
-                            out.pop(f"{p}bn.bias", None))
+        scale, shift = pop_folded_bn(out, f"{p}bn.", NONLOCAL_BN_EPS)
         w = out[f"{p}w_z.weight"]
         out[f"{p}w_z.weight"] = w * scale.reshape(-1, *([1] * (w.dim() - 1)))
         out[f"{p}w_z.bias"] = out[f"{p}w_z.bias"] * scale + shift
