@@ -75,12 +75,17 @@ def test_two_task_runs_resume_on_both_ranks_after_preemption(slurm_cluster, tmp_
     states = sacct_states(slurm_cluster, job_id)
     assert states[0] == "REQUEUED" and states[-1] == "COMPLETED", states
 
-    # One log per srun task; both tasks saw the signal, task 0 requeued, both resumed.
+    # One log per srun task; task 0 saw the signal and requeued, task 1 did not requeue, both
+    # resumed. Task 1 may be cancelled by the requeue before its handler runs (its Python
+    # signal handler waits while it is blocked in a gloo collective with task 0), so its
+    # log need not show the signal; when it does, it must show that it left the requeue to 0.
     logs = {int(p.name.split("_")[-2]): p.read_text()  # <array job>_<task>_log.err
             for p in (table_dir / ".submitit" / job_id).glob("*_log.err")}
     assert sorted(logs) == [0, 1], sorted(logs)
-    assert all("this job is preempted" in text for text in logs.values())
-    assert "Not checkpointing nor requeuing since I am a slave (procid=1)" in logs[1]
+    assert "this job is preempted" in logs[0] and "Requeued job" in logs[0], logs[0]
+    assert "Requeued job" not in logs[1], logs[1]
+    if "this job is preempted" in logs[1]:
+        assert "Not checkpointing nor requeuing since I am a slave (procid=1)" in logs[1]
     # set(): the job's root logger and nlrepro's own handler both print each line.
     resumes = {rank: sorted(set(RESUME.findall(text))) for rank, text in logs.items()}
     assert [m[0] for m in resumes[0]] == ["0"] and [m[0] for m in resumes[1]] == ["1"], resumes
