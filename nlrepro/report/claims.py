@@ -140,15 +140,18 @@ def load_claims(path: Path = CLAIMS_YAML, paper: pd.DataFrame | None = None) -> 
 class Runs:
     """Our finished runs, per paper row: the runs each table's grid counts today."""
 
-    def __init__(self, runs: pd.DataFrame, profile: str, results: Path) -> None:
+    def __init__(self, runs: pd.DataFrame, profile: str, results: Path,
+                 seeds: list[int] | None = None) -> None:
         self.profile, self.results = profile, Path(results)
+        self.seeds = None if seeds is None else sorted(set(int(s) for s in seeds))
         self._runs = runs
         self._tables: dict[str, pd.DataFrame] = {}
         self._specs: dict[str, list] = {}
 
     def specs(self, table: str) -> list:
         if table not in self._specs:
-            self._specs[table] = expand(load_grid(grid_path(table)), self.profile, self.results)
+            self._specs[table] = expand(load_grid(grid_path(table)), self.profile, self.results,
+                                        seeds=self.seeds)
         return self._specs[table]
 
     def of(self, ref: RowRef) -> pd.DataFrame:
@@ -156,6 +159,8 @@ class Runs:
         is what the ceiling is judged on (top-1 over the clips in view where recorded)."""
         if ref.table not in self._tables:
             mine = self._runs[self._runs["table"].astype(str) == ref.table]
+            if self.seeds is not None:
+                mine = mine[mine["seed"].isin(self.seeds)]
             self._tables[ref.table] = current_runs(mine, self.specs(ref.table)) \
                 if len(mine) else mine
         t = self._tables[ref.table]
@@ -245,10 +250,13 @@ def evaluate(claim: dict, runs: Runs, paper: pd.DataFrame) -> ClaimResult:
 
 
 def scorecard(runs: pd.DataFrame, profile: str = "proxy", results: Path = Path("results"),
-              claims: list[dict] | None = None) -> list[ClaimResult]:
+              claims: list[dict] | None = None,
+              seeds: list[int] | None = None) -> list[ClaimResult]:
+    """Every claim judged on the grids' seeds, or on ``seeds`` instead (held-out seeds run with
+    ``nlrepro sweep --seeds``, to see whether a verdict survives other seeds)."""
     paper = load_paper()
     claims = load_claims(paper=paper) if claims is None else claims
-    pool = Runs(runs, profile, results)
+    pool = Runs(runs, profile, results, seeds)
     return [evaluate(c, pool, paper) for c in claims]
 
 
@@ -313,11 +321,14 @@ NOTES = [
 ]
 
 
-def to_markdown(results: list[ClaimResult], profile: str, notes: list[str]) -> str:
+def to_markdown(results: list[ClaimResult], profile: str, notes: list[str],
+                seeds: list[int] | None = None) -> str:
     n_hold = sum(r.verdict == "holds" for r in results)
     counts = pd.Series([r.verdict for r in results]).value_counts()
     summary = ", ".join(f"{counts[v]} {v}" for v in SEVERITY[::-1] if v in counts)
-    lines = [f"# The paper's claims on the {profile} runs: {n_hold} of {len(results)} hold", "",
+    which = f" (seeds {', '.join(str(s) for s in seeds)})" if seeds else ""
+    lines = [f"# The paper's claims on the {profile} runs{which}: {n_hold} of {len(results)} "
+             "hold", "",
              summary + ".", "", frame(results).to_markdown(index=False, disable_numparse=True), ""]
     lines += [f"{i}. {n}" for i, n in enumerate(notes, 1)]
     lines += ["", "Details (every comparison and the runs it used): claims.csv.", ""]
@@ -330,22 +341,29 @@ def to_markdown(results: list[ClaimResult], profile: str, notes: list[str]) -> s
 
 
 def render(profile: str = "proxy", results: Path = Path("results"),
-           out_dir: Path | None = None, plots: bool = True) -> dict[str, Path]:
-    """Write ``claims.{md,csv,png}`` from ``results/<profile>/runs.csv``."""
+           out_dir: Path | None = None, plots: bool = True,
+           seeds: list[int] | None = None) -> dict[str, Path]:
+    """Write ``claims.{md,csv,png}`` from ``results/<profile>/runs.csv``; with ``seeds``, the
+    card of those seeds goes to ``paper_tables/<profile>/seeds-<a>-<b>/`` by default, so the
+    committed card of the grids' seeds is not overwritten."""
     runs_csv = Path(results) / profile / "runs.csv"
     if not runs_csv.is_file():
         raise ConfigError(f"{runs_csv} not found: run `nlrepro collect --profile {profile}` "
                           "first")
     runs = pd.read_csv(runs_csv, dtype={"table": str})
-    scored = scorecard(runs, profile, results)
+    scored = scorecard(runs, profile, results, seeds=seeds)
     notes = list(NOTES)
     extra = (yaml.safe_load(FOOTNOTES.read_text()) or {}).get(f"claims_{profile}") \
         if FOOTNOTES.is_file() else None
     if extra:
         notes.append(" ".join(str(extra).split()))
-    out_dir = Path(out_dir) if out_dir else ROOT / "paper_tables" / profile
+    if out_dir is None:
+        out_dir = ROOT / "paper_tables" / profile
+        if seeds:
+            out_dir = out_dir / ("seeds-" + "-".join(str(s) for s in sorted(set(seeds))))
+    out_dir = Path(out_dir)
     paths = {"md": out_dir / "claims.md", "csv": out_dir / "claims.csv"}
-    atomic_write_text(paths["md"], to_markdown(scored, profile, notes))
+    atomic_write_text(paths["md"], to_markdown(scored, profile, notes, seeds))
     atomic_write_text(paths["csv"], long_frame(scored).to_csv(index=False))
     if plots:
         paths["png"] = plot_claims(points(scored), out_dir / "claims.png", profile)
@@ -357,10 +375,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--out", type=Path, default=None, help="default paper_tables/<profile>")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="judge on these seeds instead of the grids' (e.g. held-out seeds "
+                             "run with `nlrepro sweep --seeds 3 4`); default out "
+                             "paper_tables/<profile>/seeds-3-4")
 
 
 def main(args: argparse.Namespace) -> int:
-    paths = render(args.profile, args.results, args.out, not args.no_plots)
+    paths = render(args.profile, args.results, args.out, not args.no_plots, args.seeds)
     print(Path(paths["md"]).read_text())
     for kind, path in paths.items():
         print(f"{kind}: {path}")

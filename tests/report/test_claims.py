@@ -191,3 +191,25 @@ def test_labels_of_close_claims_do_not_overlap():
     plt.close(fig)
     assert places[0] == LABEL_PLACES[0] and places[2] == LABEL_PLACES[0]
     assert places[1] != places[0]
+
+
+def test_held_out_seeds_are_judged_alone(tmp_path):
+    """``seeds`` replaces the grids' seeds: a claim that holds on 0-2 can fail on 3-4."""
+    rows = runs_of({"2c/baseline/101": [60, 61, 62, 40, 41], "2c/baseline/50": [50] * 5})
+    claim = next(c for c in load_claims() if c["id"] == "C8")
+    paper = load_paper()
+    first = evaluate(claim, Runs(rows, "proxy", tmp_path, seeds=[0, 1, 2]), paper)
+    held = evaluate(claim, Runs(rows, "proxy", tmp_path, seeds=[4, 3]), paper)
+    assert list(first.comparisons[0].diffs) == [10, 11, 12] and first.verdict == "holds"
+    assert list(held.comparisons[0].diffs.index) == [3, 4] and held.verdict == "fails"
+
+
+def test_held_out_card_names_its_seeds(tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURES / "results", results)
+    df = collect(results, "proxy")
+    (results / "proxy" / "runs.csv").write_text(df.to_csv(index=False))
+    paths = render("proxy", results, tmp_path / "held", plots=False, seeds=[7, 8])
+    text = paths["md"].read_text()
+    assert text.startswith("# The paper's claims on the proxy runs (seeds 7, 8): 0 of 15 hold")
+    assert set(pd.read_csv(paths["csv"])["verdict"]) == {"not run"}
