@@ -326,7 +326,7 @@ def to_markdown(results: list[ClaimResult], profile: str, notes: list[str],
     n_hold = sum(r.verdict == "holds" for r in results)
     counts = pd.Series([r.verdict for r in results]).value_counts()
     summary = ", ".join(f"{counts[v]} {v}" for v in SEVERITY[::-1] if v in counts)
-    which = f" (seeds {', '.join(str(s) for s in seeds)})" if seeds else ""
+    which = f" (seeds {', '.join(str(s) for s in sorted(set(seeds)))})" if seeds else ""
     lines = [f"# The paper's claims on the {profile} runs{which}: {n_hold} of {len(results)} "
              "hold", "",
              summary + ".", "", frame(results).to_markdown(index=False, disable_numparse=True), ""]

@@ -209,7 +209,7 @@ def test_held_out_card_names_its_seeds(tmp_path):
     shutil.copytree(FIXTURES / "results", results)
     df = collect(results, "proxy")
     (results / "proxy" / "runs.csv").write_text(df.to_csv(index=False))
-    paths = render("proxy", results, tmp_path / "held", plots=False, seeds=[7, 8])
+    paths = render("proxy", results, tmp_path / "held", plots=False, seeds=[8, 7, 8])
     text = paths["md"].read_text()
     assert text.startswith("# The paper's claims on the proxy runs (seeds 7, 8): 0 of 15 hold")
     assert set(pd.read_csv(paths["csv"])["verdict"]) == {"not run"}
