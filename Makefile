@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NLREPRO := $(BIN)/nlrepro
 TABLES := 2a 2b 2c 2d 2e 2f 2g
+GRIDS := $(addprefix experiments/table,$(addsuffix .yaml,$(TABLES)))
 PYTEST_ARGS ?=
 # Seeds other than the grids' (held-out seeds): make heldout PROFILE=timeline SEEDS="3 4"
 SEEDS ?=
@@ -58,7 +59,7 @@ $(addprefix table,$(TABLES)): table%: $(STAMP) ## sweep, collect, render this pa
 # The same steps as table<X> for every table, with one collect and one rendering process
 # (a second `make tables` launches nothing and is done in about a minute).
 tables: $(STAMP) ## all of Table 2 (a)-(g), then the claims scorecard
-	$(NLREPRO) sweep $(addprefix experiments/table,$(addsuffix .yaml,$(TABLES))) --profile $(PROFILE) --launcher $(LAUNCHER)
+	$(NLREPRO) sweep $(GRIDS) --profile $(PROFILE) --launcher $(LAUNCHER)
 	$(NLREPRO) collect --profile $(PROFILE)
 	$(NLREPRO) table $(TABLES) --profile $(PROFILE)
 	$(NLREPRO) claims --profile $(PROFILE)
@@ -71,12 +72,12 @@ claims: $(STAMP) ## the paper's findings checked against the runs -> paper_table
 # (paper_tables/<profile>/seeds-<a>-<b>/): does a verdict survive seeds never looked at?
 heldout: $(STAMP) ## the scorecard on other seeds, e.g. SEEDS="3 4" -> paper_tables/<profile>/seeds-3-4/
 	@test -n "$(SEEDS)" || { echo 'make heldout: SEEDS is empty; give the seeds, e.g. SEEDS="3 4"'; exit 2; }
-	$(NLREPRO) sweep $(addprefix experiments/table,$(addsuffix .yaml,$(TABLES))) --profile $(PROFILE) --launcher $(LAUNCHER) --seeds $(SEEDS)
+	$(NLREPRO) sweep $(GRIDS) --profile $(PROFILE) --launcher $(LAUNCHER) --seeds $(SEEDS)
 	$(NLREPRO) collect --profile $(PROFILE)
 	$(NLREPRO) claims --profile $(PROFILE) --seeds $(SEEDS)
 
 status: $(STAMP) ## state of every run of every table
-	$(NLREPRO) sweep $(addprefix experiments/table,$(addsuffix .yaml,$(TABLES))) --profile $(PROFILE) --status
+	$(NLREPRO) sweep $(GRIDS) --profile $(PROFILE) --status
 
 figure3: $(STAMP) ## Figure 3 attention maps from a proxy 5-block NL model (Table 2c's)
 	$(NLREPRO) attention auto --best --block strongest --video example --profile $(PROFILE) --out paper_tables/$(PROFILE)/figure3.png

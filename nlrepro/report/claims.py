@@ -326,7 +326,7 @@ def to_markdown(results: list[ClaimResult], profile: str, notes: list[str],
     n_hold = sum(r.verdict == "holds" for r in results)
     counts = pd.Series([r.verdict for r in results]).value_counts()
     summary = ", ".join(f"{counts[v]} {v}" for v in SEVERITY[::-1] if v in counts)
-    which = f" (seeds {', '.join(str(s) for s in sorted(set(seeds)))})" if seeds else ""
+    which = f" (seeds {', '.join(str(s) for s in seeds)})" if seeds else ""
     lines = [f"# The paper's claims on the {profile} runs{which}: {n_hold} of {len(results)} "
              "hold", "",
              summary + ".", "", frame(results).to_markdown(index=False, disable_numparse=True), ""]
@@ -346,6 +346,7 @@ def render(profile: str = "proxy", results: Path = Path("results"),
     """Write ``claims.{md,csv,png}`` from ``results/<profile>/runs.csv``; with ``seeds``, the
     card of those seeds goes to ``paper_tables/<profile>/seeds-<a>-<b>/`` by default, so the
     committed card of the grids' seeds is not overwritten."""
+    seeds = sorted(set(seeds)) if seeds else None  # one spelling for the title and the folder
     runs_csv = Path(results) / profile / "runs.csv"
     if not runs_csv.is_file():
         raise ConfigError(f"{runs_csv} not found: run `nlrepro collect --profile {profile}` "
@@ -360,7 +361,7 @@ def render(profile: str = "proxy", results: Path = Path("results"),
     if out_dir is None:
         out_dir = ROOT / "paper_tables" / profile
         if seeds:
-            out_dir = out_dir / ("seeds-" + "-".join(str(s) for s in sorted(set(seeds))))
+            out_dir = out_dir / ("seeds-" + "-".join(str(s) for s in seeds))
     out_dir = Path(out_dir)
     paths = {"md": out_dir / "claims.md", "csv": out_dir / "claims.csv"}
     atomic_write_text(paths["md"], to_markdown(scored, profile, notes, seeds))
