@@ -92,6 +92,7 @@ RULES: list[tuple[str, tuple[Callable[[Any], bool], str]]] = [
     ("optim.lr", _number(0.0, lo_open=True)),
     ("optim.momentum", _number(0.0, 1.0, hi_open=True)),
     ("optim.weight_decay", _number(0.0)),
+    ("optim.eps", _number(0.0, lo_open=True)),
     ("optim.bn_weight_decay", _number(0.0)),
     ("optim.gamma", _number(0.0, lo_open=True)),
     ("optim.warmup_epochs", _number(0.0)),

@@ -147,6 +147,9 @@ class DataConfig:
     proxy: ProxyConfig | None = None
 
 
+ADAMW_EPS = 1e-8
+
+
 @dataclass
 class OptimConfig:
     """Optimiser and schedule (paper: SGD 0.01, x0.1 at 150k/300k of 400k)."""
@@ -157,6 +160,10 @@ class OptimConfig:
     nesterov: bool = True
     weight_decay: float = 1e-4
     bn_weight_decay: float = 0.0
+    # AdamW's epsilon (PyTorch's default). A larger one damps the steps of weights whose
+    # gradients are tiny, such as theta/phi behind a gamma ~ 0 W_z (docs/PROXY.md, round 3).
+    # SGD ignores it.
+    eps: float = ADAMW_EPS
     schedule: str = "step"
     # Fractions of the run at which the lr is multiplied by ``gamma``.
     milestones: list[float] = field(default_factory=lambda: [0.375, 0.75])

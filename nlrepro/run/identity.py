@@ -23,6 +23,7 @@ from typing import Any
 
 from nlrepro.choices import PROXY_FRAMES
 from nlrepro.config import DataConfig, RunConfig, to_dict
+from nlrepro.config.schema import ADAMW_EPS
 from nlrepro.data.annotations import AnnotationError, ClassIndex, list_labels
 from nlrepro.models.placement import compile_placement, stage_blocks_of
 from nlrepro.proxy.dataset import recorded_fields
@@ -52,6 +53,8 @@ def identity(cfg: RunConfig) -> dict:
         data["model"]["pretrained"] = {PROXY_FRAMES: frames_identity(cfg)}
     if nl.concat_offset is None and "concat_offset" in data["model"]["nonlocal"]:
         data["model"]["nonlocal"].pop("concat_offset")  # unset: the ids of earlier runs stay
+    if cfg.optim.optimizer != "adamw" or cfg.optim.eps == ADAMW_EPS:
+        data["optim"].pop("eps")  # unused, or the default: the ids of earlier runs stay
     if not cfg.trainer.sync_batchnorm:  # the default leaves the ids of earlier runs as they were
         data["trainer"].pop("sync_batchnorm", None)
     if not cfg.trainer.init_fold_nonlocal_bn:  # likewise

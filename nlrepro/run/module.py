@@ -27,7 +27,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from nlrepro.choices import PROXY_FRAMES
-from nlrepro.config import ConfigError, RunConfig, from_dict, to_dict
+from nlrepro.config import ConfigError, OptimConfig, RunConfig, from_dict, to_dict
 from nlrepro.models.frozen_bn import FrozenBN3d
 from nlrepro.models.resnet3d import build_model
 
@@ -37,6 +37,14 @@ _NORM_TYPES: tuple[type, ...] = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, 
 def _is_norm(module: nn.Module) -> bool:
     # Frozen BN layers (128-frame recipe) are affine BN: no weight decay either.
     return isinstance(module, (*_NORM_TYPES, FrozenBN3d))
+
+
+def make_optimizer(model: nn.Module, o: OptimConfig) -> torch.optim.Optimizer:
+    """SGD (the paper's) or AdamW (the proxy's) over :func:`param_groups`."""
+    groups = param_groups(model, o.weight_decay, o.bn_weight_decay)
+    if o.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+    return torch.optim.AdamW(groups, lr=o.lr, eps=o.eps)
 
 
 def param_groups(model: nn.Module, weight_decay: float, bn_weight_decay: float) -> list[dict]:
@@ -211,11 +219,7 @@ class VideoClassifier(L.LightningModule):
     # ---- optimisation -------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         o = self.cfg.optim
-        groups = param_groups(self.model, o.weight_decay, o.bn_weight_decay)
-        if o.optimizer == "sgd":
-            opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
-        else:
-            opt = torch.optim.AdamW(groups, lr=o.lr)
+        opt = make_optimizer(self.model, o)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         steps_per_epoch = total / max(1, self.trainer.max_epochs or 1)
         warmup = int(round(o.warmup_epochs * steps_per_epoch))

@@ -19,7 +19,7 @@ BAD = {
     "data.stride": 0, "data.crop": 0, "data.train_scale": [0, 32], "data.test_scale": 0,
     "data.test_crop": 0, "data.num_clips": 0, "data.num_crops": 0,
     "data.mean": float("inf"), "data.std": 0.0, "optim.lr": -1.0, "optim.momentum": 1.0,
-    "optim.weight_decay": -0.1, "optim.bn_weight_decay": -1.0, "optim.gamma": 0.0,
+    "optim.weight_decay": -0.1, "optim.bn_weight_decay": -1.0, "optim.gamma": 0.0, "optim.eps": 0.0,
     "optim.warmup_epochs": -0.5, "trainer.max_epochs": 0, "trainer.max_steps": 0,
     "trainer.devices": 0, "trainer.num_nodes": 0, "trainer.threads": -1,
     "trainer.log_every_n_steps": 0, "trainer.check_val_every_n_epoch": 0,

@@ -33,3 +33,16 @@ def test_identity_leaves_out_where_a_run_executes():
     assert "output_dir" not in ident and "launcher" not in ident
     assert "root" not in ident["data"] and "num_workers" not in ident["data"]
     assert config_hash(cfg) == config_hash(load_config("proxy", sets=["data.root=/elsewhere"]))
+
+
+def test_adamw_eps_enters_the_run_id_only_when_it_matters():
+    """The default eps (and any eps under SGD) leaves earlier run ids unchanged."""
+    base = load_config("proxy", sets=["optim.optimizer=adamw"])
+    assert "eps" not in identity(base)["optim"]
+    same = load_config("proxy", sets=["optim.optimizer=adamw", "optim.eps=1.0e-8"])
+    assert config_hash(same) == config_hash(base)
+    other = load_config("proxy", sets=["optim.optimizer=adamw", "optim.eps=1.0e-4"])
+    assert identity(other)["optim"]["eps"] == 1e-4 and config_hash(other) != config_hash(base)
+    sgd = load_config("proxy", sets=["optim.optimizer=sgd"])
+    sgd_eps = load_config("proxy", sets=["optim.optimizer=sgd", "optim.eps=1.0e-4"])
+    assert config_hash(sgd_eps) == config_hash(sgd)

@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from nlrepro.config import load_config
-from nlrepro.run.module import VideoClassifier, lr_factor, param_groups
+from nlrepro.run.module import VideoClassifier, lr_factor, make_optimizer, param_groups
 
 
 class ViewsData(L.LightningDataModule):
@@ -73,3 +73,13 @@ def test_lr_schedules():
     assert lr_factor(0, 100, 10, "cosine", [], 0.1) == pytest.approx(0.1)
     assert lr_factor(10, 100, 10, "cosine", [], 0.1) == pytest.approx(1.0)
     assert lr_factor(100, 100, 10, "cosine", [], 0.1) == pytest.approx(0.0)
+
+
+def test_adamw_takes_the_configured_eps_and_sgd_its_momentum(model):
+    cfg = load_config("proxy", sets=["optim.optimizer=adamw", "optim.eps=1.0e-4"])
+    opt = make_optimizer(model.model, cfg.optim)
+    assert isinstance(opt, torch.optim.AdamW)
+    assert [g["eps"] for g in opt.param_groups] == [1e-4, 1e-4]
+    assert [g["weight_decay"] for g in opt.param_groups] == [cfg.optim.weight_decay, 0.0]
+    sgd = make_optimizer(model.model, load_config("kinetics").optim)
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.9
