@@ -33,6 +33,7 @@ from nlrepro.info import model_info
 from nlrepro.report.collect import INVIEW_COLUMN
 from nlrepro.report.plots import plot_claims
 from nlrepro.report.tables import FOOTNOTES, ROOT, current_runs, load_paper
+from nlrepro.report.validity import Validity, check
 from nlrepro.sweep.grid import expand, grid_path, load_grid
 from nlrepro.utils import atomic_write_text
 
@@ -322,14 +323,17 @@ NOTES = [
 
 
 def to_markdown(results: list[ClaimResult], profile: str, notes: list[str],
-                seeds: list[int] | None = None) -> str:
+                seeds: list[int] | None = None, validity: Validity | None = None) -> str:
     n_hold = sum(r.verdict == "holds" for r in results)
     counts = pd.Series([r.verdict for r in results]).value_counts()
     summary = ", ".join(f"{counts[v]} {v}" for v in SEVERITY[::-1] if v in counts)
     which = f" (seeds {', '.join(str(s) for s in seeds)})" if seeds else ""
     lines = [f"# The paper's claims on the {profile} runs{which}: {n_hold} of {len(results)} "
              "hold", "",
-             summary + ".", "", frame(results).to_markdown(index=False, disable_numparse=True), ""]
+             summary + ".", ""]
+    if validity is not None:
+        lines += [validity.to_markdown(), ""]
+    lines += [frame(results).to_markdown(index=False, disable_numparse=True), ""]
     lines += [f"{i}. {n}" for i, n in enumerate(notes, 1)]
     lines += ["", "Details (every comparison and the runs it used): claims.csv.", ""]
     for r in results:
@@ -353,6 +357,8 @@ def render(profile: str = "proxy", results: Path = Path("results"),
                           "first")
     runs = pd.read_csv(runs_csv, dtype={"table": str})
     scored = scorecard(runs, profile, results, seeds=seeds)
+    pool = Runs(runs, profile, results, seeds)
+    validity = check(lambda row: pool.of(RowRef.parse(row)), seeds, profile)
     notes = list(NOTES)
     extra = (yaml.safe_load(FOOTNOTES.read_text()) or {}).get(f"claims_{profile}") \
         if FOOTNOTES.is_file() else None
@@ -364,7 +370,7 @@ def render(profile: str = "proxy", results: Path = Path("results"),
             out_dir = out_dir / ("seeds-" + "-".join(str(s) for s in seeds))
     out_dir = Path(out_dir)
     paths = {"md": out_dir / "claims.md", "csv": out_dir / "claims.csv"}
-    atomic_write_text(paths["md"], to_markdown(scored, profile, notes, seeds))
+    atomic_write_text(paths["md"], to_markdown(scored, profile, notes, seeds, validity))
     atomic_write_text(paths["csv"], long_frame(scored).to_csv(index=False))
     if plots:
         paths["png"] = plot_claims(points(scored), out_dir / "claims.png", profile)

@@ -14,20 +14,10 @@ from nlrepro.info import model_info
 from nlrepro.report.collect import collect
 from nlrepro.report.tables import load_paper
 from nlrepro.sweep.grid import expand, grid_path, load_grid
+from helpers.runs import runs_of
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 EXPECTED = FIXTURES / "expected" / "claims.md"
-
-
-def runs_of(rows: dict[str, list[float]]) -> pd.DataFrame:
-    """``{"2c/baseline/50": [50, 52, 49]}`` -> a runs.csv frame, one run per seed."""
-    out = []
-    for ref, values in rows.items():
-        r = RowRef.parse(ref)
-        for seed, v in enumerate(values):
-            out.append({"table": r.table, "row": r.row, "depth": r.depth, "seed": seed,
-                        "top1_video": v, "run_id": f"{r.table}-{r.row}-{r.depth}-{seed}"})
-    return pd.DataFrame(out)
 
 
 def verdict(claim_id: str, rows: dict[str, list[float]], tmp_path: Path) -> str:
