@@ -38,16 +38,21 @@ class Validity:
         return "fails" if self.misses else "holds"
 
     def to_markdown(self) -> str:
-        base = self.baseline.split("/")[1]
+        base = _label(self.baseline)
         head = (f"**Proxy validity** (experiments/validity.yaml): every non-local row of "
                 f"Table 2a beats {base} by at least {self.margin:g} points on every seed: "
                 f"**{self.verdict}**")
         if self.missing:
             return head + f" (no run: {', '.join(self.missing)})."
         if self.misses:
-            return head + " (" + "; ".join(f"{row.split('/')[1]} seed {seed} {gain:+.1f}"
+            return head + " (" + "; ".join(f"{_label(row)} seed {seed} {gain:+.1f}"
                                            for row, seed, gain in self.misses) + ")."
         return head + "."
+
+
+def _label(ref: str) -> str:
+    """``"2a/Gaussian, embed/50"`` -> ``"Gaussian, embed"`` (a label may hold a slash)."""
+    return "/".join(ref.split("/")[1:-1])
 
 
 def load_validity(path: Path = VALIDITY_YAML) -> dict:

@@ -8,6 +8,7 @@ import pytest
 from nlrepro.errors import ConfigError
 from nlrepro.report.claims import RowRef, Runs, render
 from nlrepro.report.validity import check, load_validity
+from nlrepro.sweep.grid import expand, grid_path, load_grid
 from helpers.runs import runs_of
 
 NL_ROWS = ["2a/Gaussian/50", "2a/Gaussian, embed/50", "2a/dot-product/50",
@@ -68,6 +69,11 @@ def test_the_card_reports_it(tmp_path):
 def test_the_data_file_is_checked(tmp_path):
     spec = load_validity()
     assert spec["margin"] == 10.0 and spec["rows"] == NL_ROWS
+    grid = {(label, s.depth) for s in expand(load_grid(grid_path("2a")), "proxy", tmp_path)
+            for label in s.labels}
+    for ref in [spec["baseline"], *spec["rows"]]:
+        r = RowRef.parse(ref)
+        assert (r.row, r.depth) in grid, ref
     bad = tmp_path / "validity.yaml"
     bad.write_text("margin: 10\nrows: []\n")
     with pytest.raises(ConfigError, match="expected keys"):
