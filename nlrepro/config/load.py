@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -23,6 +24,8 @@ from nlrepro.errors import ConfigError, yaml_problem
 from nlrepro.utils import atomic_write_text
 
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "experiments" / "profiles"
+# YAML 1.1 (PyYAML) reads "1e-4" as a string (it wants "1.0e-4"); a float key takes it too.
+EXPONENT_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 
 def _type_name(tp: Any) -> str:
@@ -68,6 +71,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and EXPONENT_FLOAT.fullmatch(value.strip()):
             return float(value)
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if tp is str:

@@ -48,6 +48,16 @@ def test_set_overrides_use_yaml_scalars_not_eval():
         load_config("proxy", sets=["model.depth=__import__('os').getcwd()"])
 
 
+def test_exponent_numbers_without_a_dot_are_numbers():
+    """PyYAML reads 1e-4 as a string (YAML 1.1 wants 1.0e-4); a float key still takes it."""
+    cfg = load_config("proxy", sets=["optim.lr=1e-3", "optim.eps=1E-4", "optim.momentum=.9e0"])
+    assert (cfg.optim.lr, cfg.optim.eps, cfg.optim.momentum) == (1e-3, 1e-4, 0.9)
+    with pytest.raises(ConfigError, match="optim.lr: expected a number, got '1e-3x'"):
+        load_config("proxy", sets=["optim.lr=1e-3x"])
+    with pytest.raises(ConfigError, match="trainer.max_epochs: expected an integer, got '1e2'"):
+        load_config("proxy", sets=["trainer.max_epochs=1e2"])
+
+
 @pytest.mark.parametrize("item, words", [
     ("model.arch=c3d", ["model.arch", "'c3d'", "i3d_3x1x1"]),
     ("model.nonlocal.instantiation=softmax", ["instantiation", "'softmax'", "dot_product"]),
