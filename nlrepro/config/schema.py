@@ -160,9 +160,7 @@ class OptimConfig:
     nesterov: bool = True
     weight_decay: float = 1e-4
     bn_weight_decay: float = 0.0
-    # AdamW's epsilon (PyTorch's default). A larger one damps the steps of weights whose
-    # gradients are tiny, such as theta/phi behind a gamma ~ 0 W_z (docs/PROXY.md, round 3).
-    # SGD ignores it.
+    # AdamW's epsilon (PyTorch's default); SGD ignores it.
     eps: float = ADAMW_EPS
     schedule: str = "step"
     # Fractions of the run at which the lr is multiplied by ``gamma``.

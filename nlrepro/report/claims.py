@@ -252,12 +252,13 @@ def evaluate(claim: dict, runs: Runs, paper: pd.DataFrame) -> ClaimResult:
 
 def scorecard(runs: pd.DataFrame, profile: str = "proxy", results: Path = Path("results"),
               claims: list[dict] | None = None,
-              seeds: list[int] | None = None) -> list[ClaimResult]:
+              seeds: list[int] | None = None, pool: Runs | None = None) -> list[ClaimResult]:
     """Every claim judged on the grids' seeds, or on ``seeds`` instead (held-out seeds run with
-    ``nlrepro sweep --seeds``, to see whether a verdict survives other seeds)."""
+    ``nlrepro sweep --seeds``, to see whether a verdict survives other seeds). ``pool``: the
+    runs already gathered for these arguments, to share with the validity test."""
     paper = load_paper()
     claims = load_claims(paper=paper) if claims is None else claims
-    pool = Runs(runs, profile, results, seeds)
+    pool = Runs(runs, profile, results, seeds) if pool is None else pool
     return [evaluate(c, pool, paper) for c in claims]
 
 
@@ -356,8 +357,8 @@ def render(profile: str = "proxy", results: Path = Path("results"),
         raise ConfigError(f"{runs_csv} not found: run `nlrepro collect --profile {profile}` "
                           "first")
     runs = pd.read_csv(runs_csv, dtype={"table": str})
-    scored = scorecard(runs, profile, results, seeds=seeds)
     pool = Runs(runs, profile, results, seeds)
+    scored = scorecard(runs, profile, results, seeds=seeds, pool=pool)
     validity = check(lambda row: pool.of(RowRef.parse(row)), seeds, profile)
     notes = list(NOTES)
     extra = (yaml.safe_load(FOOTNOTES.read_text()) or {}).get(f"claims_{profile}") \
