@@ -32,6 +32,7 @@ from nlrepro.errors import ConfigError
 from nlrepro.info import model_info
 from nlrepro.report.collect import INVIEW_COLUMN
 from nlrepro.report.plots import plot_claims
+from nlrepro.report.rows import RowRef
 from nlrepro.report.tables import FOOTNOTES, ROOT, current_runs, load_paper
 from nlrepro.report.validity import Validity, check
 from nlrepro.sweep.grid import expand, grid_path, load_grid
@@ -43,25 +44,6 @@ CEILING = 99.0
 SEVERITY = ("fails", "not run", "at ceiling", "unresolved", "holds")
 CLAIM_KEYS = {"id", "table", "claim", "compare", "rule", "baseline", "rows", "flops_below"}
 RULES = ("beats", "alike")
-
-
-@dataclass(frozen=True)
-class RowRef:
-    """One row of one table at one depth: ``"2a/Gaussian, embed/50"``."""
-
-    table: str
-    row: str
-    depth: int
-
-    @classmethod
-    def parse(cls, text: str) -> "RowRef":
-        parts = str(text).split("/")
-        if len(parts) < 3 or not parts[-1].strip().isdigit():
-            raise ConfigError(f"claim row {text!r}: expected '<table>/<row label>/<depth>'")
-        return cls(parts[0].strip(), "/".join(parts[1:-1]).strip(), int(parts[-1]))
-
-    def __str__(self) -> str:
-        return f"{self.table} {self.row} R{self.depth}"
 
 
 @dataclass
@@ -359,7 +341,7 @@ def render(profile: str = "proxy", results: Path = Path("results"),
     runs = pd.read_csv(runs_csv, dtype={"table": str})
     pool = Runs(runs, profile, results, seeds)
     scored = scorecard(runs, profile, results, seeds=seeds, pool=pool)
-    validity = check(lambda row: pool.of(RowRef.parse(row)), seeds, profile)
+    validity = check(pool.of, seeds, profile)
     notes = list(NOTES)
     extra = (yaml.safe_load(FOOTNOTES.read_text()) or {}).get(f"claims_{profile}") \
         if FOOTNOTES.is_file() else None

@@ -18,6 +18,7 @@ import yaml
 
 from nlrepro.config.load import profile_family
 from nlrepro.errors import ConfigError
+from nlrepro.report.rows import RowRef
 from nlrepro.report.tables import ROOT
 
 VALIDITY_YAML = ROOT / "experiments" / "validity.yaml"
@@ -38,21 +39,16 @@ class Validity:
         return "fails" if self.misses else "holds"
 
     def to_markdown(self) -> str:
-        base = _label(self.baseline)
+        base = RowRef.parse(self.baseline).row
         head = (f"**Proxy validity** (experiments/validity.yaml): every non-local row of "
                 f"Table 2a beats {base} by at least {self.margin:g} points on every seed: "
                 f"**{self.verdict}**")
         if self.missing:
             return head + f" (no run: {', '.join(self.missing)})."
         if self.misses:
-            return head + " (" + "; ".join(f"{_label(row)} seed {seed} {gain:+.1f}"
+            return head + " (" + "; ".join(f"{RowRef.parse(row).row} seed {seed} {gain:+.1f}"
                                            for row, seed, gain in self.misses) + ")."
         return head + "."
-
-
-def _label(ref: str) -> str:
-    """``"2a/Gaussian, embed/50"`` -> ``"Gaussian, embed"`` (a label may hold a slash)."""
-    return "/".join(ref.split("/")[1:-1])
 
 
 def load_validity(path: Path = VALIDITY_YAML) -> dict:
@@ -64,7 +60,7 @@ def load_validity(path: Path = VALIDITY_YAML) -> dict:
     return spec
 
 
-def check(of: Callable[[str], pd.DataFrame], seeds: list[int] | None, profile: str,
+def check(of: Callable[[RowRef], pd.DataFrame], seeds: list[int] | None, profile: str,
           spec: dict | None = None) -> Validity | None:
     """``of(row) -> that row's runs indexed by seed`` (``claims.Runs.of``) -> the test, or None
     for a profile outside the proxy family. Judged on ``seeds``, else on the seeds the
@@ -72,13 +68,13 @@ def check(of: Callable[[str], pd.DataFrame], seeds: list[int] | None, profile: s
     if profile_family(profile) != PROXY_FAMILY:
         return None
     spec = load_validity() if spec is None else spec
-    base = of(str(spec["baseline"]))
+    base = of(RowRef.parse(spec["baseline"]))
     wanted = sorted(seeds) if seeds else sorted(int(s) for s in base.index)
     misses, missing = [], []
     if not len(base) or not set(wanted) <= set(base.index):
         missing.append(str(spec["baseline"]))
     for row in spec["rows"]:
-        frame = of(str(row))
+        frame = of(RowRef.parse(row))
         if not set(wanted) <= set(frame.index) or not wanted:
             missing.append(str(row))
             continue

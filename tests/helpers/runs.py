@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from nlrepro.report.claims import RowRef
+from nlrepro.report.rows import RowRef
 
 
 def runs_of(rows: dict[str, list[float]]) -> pd.DataFrame:

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from nlrepro.errors import ConfigError
-from nlrepro.report.claims import RowRef, Runs, render
+from nlrepro.report.claims import Runs, render
+from nlrepro.report.rows import RowRef
 from nlrepro.report.validity import check, load_validity
 from nlrepro.sweep.grid import expand, grid_path, load_grid
 from helpers.runs import runs_of
@@ -24,7 +25,7 @@ def table2a(concat: list[float]) -> pd.DataFrame:
 
 def validity(runs: pd.DataFrame, tmp_path: Path, profile: str = "proxy", seeds=None):
     pool = Runs(runs, profile, tmp_path, seeds)
-    return check(lambda row: pool.of(RowRef.parse(row)), seeds, profile)
+    return check(pool.of, seeds, profile)
 
 
 def test_every_block_learned_holds(tmp_path):
