@@ -1,6 +1,7 @@
 # nlrepro: every target bootstraps .venv by itself the first time (stamp file).
-# PROFILE=proxy|kinetics  LAUNCHER=local|slurm  (defaults: proxy, local)
-PROFILE ?= proxy
+# PROFILE=timeline|proxy|relations|kinetics  LAUNCHER=local|slurm  (defaults: timeline, local)
+# The default profile is nlrepro.choices.DEFAULT_PROFILE's (tests/test_readme.py checks it).
+PROFILE ?= timeline
 LAUNCHER ?= local
 PYTHON ?= python3
 VENV := .venv
@@ -87,7 +88,8 @@ proxy-data: $(STAMP) ## write the synthetic proxy videos (done automatically whe
 
 # What the proxy writes under data/ by itself; prepared Kinetics (data/kinetics400) and any other
 # data there is never removed.
-PROXY_DATA := data/proxy data/proxy-long
+PROXY_DATA := data/proxy data/proxy-long data/relations data/relations-long data/timeline \
+	data/timeline-long
 
 clean: ## remove .venv and the proxy's generated data (results and Kinetics are kept)
 	rm -rf $(VENV) $(PROXY_DATA)

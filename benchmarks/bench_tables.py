@@ -1,12 +1,13 @@
 """How long all of Table 2 takes on the proxy: each table's make target from empty folders.
 
-Opt-in (about an hour and a half on 2 cores): ``python benchmarks/bench_tables.py`` or
-``python benchmarks/run_all.py --with tables``; ``--profile relations`` times the relations
-proxy instead (``tables_relations.{csv,md}``).  In a scratch copy of the checked-out tree
+Opt-in (about 50 min on 2 cores for the default timeline proxy): ``python
+benchmarks/bench_tables.py`` or ``python benchmarks/run_all.py --with tables``; ``--profile
+NAME`` times another proxy (``tables_<name>.{csv,md}``; CueMatch, ``proxy``, writes
+``tables.{csv,md}``).  In a scratch copy of the checked-out tree
 (``git archive HEAD``, so nothing here is touched) with empty ``data/`` and ``results/``, it runs
 what ``make table2a`` … ``make table2g`` run (sweep, collect, table) one table after the other,
 then ``make claims``, timing each; then the whole of ``make tables`` again, which must launch
-nothing.  Writes ``results/bench/tables.csv`` and ``results/bench/tables.md``.
+nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
+
+from nlrepro.choices import DEFAULT_PROFILE
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "results" / "bench"
@@ -78,7 +81,7 @@ def summary(df: pd.DataFrame, note: str, profile: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="proxy")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE)
     profile = parser.parse_args().profile
     name = "tables" if profile == "proxy" else f"tables_{profile}"
     OUT.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ Modes reach the scripts through ``NLREPRO_BENCH_MODE``: ``default`` (``make benc
 choose scripts; the README keeps the last summary of those not run, marked as such.
 ``slurm`` needs root and a local SLURM cluster (the SLURM tests bring one up): it runs only
 when named (``--only slurm`` or ``--with slurm``); so does ``tables`` (every table from empty
-folders, about an hour and a half).
+folders, about 50 min for the default proxy).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE))
 from common import MODES, RESULTS as OUT, ROOT  # noqa: E402
 
 OPT_IN = {"slurm": "needs root and a local SLURM cluster; `run_all.py --with slurm`",
-          "tables": "every table from empty folders, about 90 min; `run_all.py --with tables`"}
+          "tables": "every table from empty folders, about 50 min; `run_all.py --with tables`"}
 
 
 def names() -> list[str]:

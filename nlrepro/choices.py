@@ -20,6 +20,13 @@ NORMS = ("bn", "none")
 # model.pretrained value for the proxy's own frame pre-training (nlrepro.proxy.pretrain).
 PROXY_FRAMES = "proxy-frames"
 
+# The profile every command uses when none is given (and `make`'s PROFILE): the timeline
+# proxy, whose scorecard ranks the most claims within the 60-minute budget (docs/PROXY.md,
+# "Which proxy is the default"). The others stay reachable by name.
+DEFAULT_PROFILE = "timeline"
+# The root profile of every synthetic one (`extends:` chains end here); kinetics is not in it.
+PROXY_FAMILY = "proxy"
+
 # ---- data, optimisation, launching ---------------------------------------------------------
 SPLITS = ("train", "val", "test")
 LIST_FORMATS = ("path_label", "kinetics_csv")

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from nlrepro.choices import DEFAULT_PROFILE
 from nlrepro.config import RunConfig, add_set_argument, load_config
 from nlrepro.models.placement import R101_10_BLOCK_NOTE
 from nlrepro.models.resnet3d import build_model
@@ -60,7 +61,8 @@ def model_info(cfg: RunConfig, device: str | torch.device = "meta") -> dict[str,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default="proxy", help="experiments/profiles/<name>.yaml")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE,
+                        help="experiments/profiles/<name>.yaml")
     add_set_argument(parser)
 
 

@@ -317,6 +317,15 @@ def test_checker_rejects_wrong_commands(argv, message):
         check_nlrepro(argv, "test")
 
 
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_makefile_default_profile_is_the_commands_default():
+    """`make tables` without PROFILE runs the profile every nlrepro command defaults to."""
+    from nlrepro.choices import DEFAULT_PROFILE
+
+    profiles = {c[c.index("--profile") + 1] for c in make_dry_run(["tables"], {})}
+    assert profiles == {DEFAULT_PROFILE}
+
+
 def test_checker_rejects_unknown_make_target():
     with pytest.raises(AssertionError, match="not a real target.*valid: .*figure3"):
         make_dry_run(["no-such-target"], {})

@@ -18,6 +18,7 @@ from typing import Any, Union
 
 import yaml
 
+from nlrepro.choices import DEFAULT_PROFILE
 from nlrepro.config.schema import ModelConfig, RunConfig, _public_name, to_dict
 from nlrepro.config.validate import validate
 from nlrepro.errors import ConfigError, yaml_problem
@@ -230,7 +231,7 @@ def load_profile(name: str) -> dict:
     return data
 
 
-def load_config(profile: str = "proxy", overrides: dict | None = None,
+def load_config(profile: str = DEFAULT_PROFILE, overrides: dict | None = None,
                 sets: list[str] | None = None) -> RunConfig:
     """Profile + overrides + ``--set`` items -> a validated RunConfig."""
     data = load_profile(profile)

@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from nlrepro.config import ConfigError, add_set_argument
+from nlrepro.choices import DEFAULT_PROFILE, PROXY_FAMILY
+from nlrepro.config import ConfigError, add_set_argument, profile_family
 from nlrepro.figure3.capture import (AttentionMap, capture, checkpoint_path, load_classifier,
                                      load_clip, pick_block, video_path)
 from nlrepro.figure3.draw import draw, save_figure
@@ -68,8 +69,8 @@ def auto_checkpoint(profile: str, results: Path, seed: int, sets: list[str],
         raise ConfigError(f"--seed {seed}: Table {AUTO_TABLE} runs seeds "
                           f"{sorted(s.seed for s in specs)} on profile {profile!r}")
     if not reuse_done_twin(spec, results):
-        if profile != "proxy":
-            raise ConfigError(f"'auto' trains only on the proxy profile; run Table {AUTO_TABLE} "
+        if profile_family(profile) != PROXY_FAMILY:
+            raise ConfigError(f"'auto' trains only on a proxy profile; run Table {AUTO_TABLE} "
                               f"first (`PROFILE={profile} make table{AUTO_TABLE}`) or pass the "
                               f"checkpoint of a trained NL run")
         write_spec(spec)
@@ -116,7 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: one clip is small, and more threads "
                              "than idle cores slow CPU inference down by orders of magnitude)")
-    parser.add_argument("--profile", default="proxy", help="profile of the 'auto' run")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="profile of the 'auto' run")
     parser.add_argument("--results", type=Path, default=Path("results"),
                         help="results folder of the 'auto' run")
     add_set_argument(parser, "config overrides of the 'auto' run")

@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from nlrepro.choices import DEFAULT_PROFILE
 from nlrepro.errors import ConfigError
 from nlrepro.info import model_info
 from nlrepro.report.collect import INVIEW_COLUMN
@@ -232,7 +233,7 @@ def evaluate(claim: dict, runs: Runs, paper: pd.DataFrame) -> ClaimResult:
                        min(c.paper for c in comps), comps, detail)
 
 
-def scorecard(runs: pd.DataFrame, profile: str = "proxy", results: Path = Path("results"),
+def scorecard(runs: pd.DataFrame, profile: str = DEFAULT_PROFILE, results: Path = Path("results"),
               claims: list[dict] | None = None,
               seeds: list[int] | None = None, pool: Runs | None = None) -> list[ClaimResult]:
     """Every claim judged on the grids' seeds, or on ``seeds`` instead (held-out seeds run with
@@ -327,7 +328,7 @@ def to_markdown(results: list[ClaimResult], profile: str, notes: list[str],
     return "\n".join(lines) + "\n"
 
 
-def render(profile: str = "proxy", results: Path = Path("results"),
+def render(profile: str = DEFAULT_PROFILE, results: Path = Path("results"),
            out_dir: Path | None = None, plots: bool = True,
            seeds: list[int] | None = None) -> dict[str, Path]:
     """Write ``claims.{md,csv,png}`` from ``results/<profile>/runs.csv``; with ``seeds``, the
@@ -361,7 +362,7 @@ def render(profile: str = "proxy", results: Path = Path("results"),
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default="proxy")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE)
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--out", type=Path, default=None, help="default paper_tables/<profile>")
     parser.add_argument("--no-plots", action="store_true")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from nlrepro.choices import DEFAULT_PROFILE
 from nlrepro.config import ConfigError
 from nlrepro.info import model_info
 from nlrepro.report.collect import KIND_COLUMNS
@@ -210,7 +211,7 @@ def to_latex(title: str, table: pd.DataFrame, notes: list[str]) -> str:
     return f"% {title}\n{foot}\n{body}"
 
 
-def render(table: str, profile: str = "proxy", results: Path = Path("results"),
+def render(table: str, profile: str = DEFAULT_PROFILE, results: Path = Path("results"),
            out_dir: Path | None = None, plots: bool = True) -> dict[str, Path]:
     """Write ``paper_tables/<profile>/table2X.{md,tex,png}``; returns the paths."""
     grid = load_grid(grid_path(table))
@@ -246,7 +247,7 @@ def render(table: str, profile: str = "proxy", results: Path = Path("results"),
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("table", nargs="+", help="2a … 2g (several render in one process)")
-    parser.add_argument("--profile", default="proxy")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE)
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--out", type=Path, default=None, help="default paper_tables/<profile>")
     parser.add_argument("--no-plots", action="store_true")

@@ -16,13 +16,13 @@ from typing import Callable
 import pandas as pd
 import yaml
 
+from nlrepro.choices import PROXY_FAMILY
 from nlrepro.config.load import profile_family
 from nlrepro.errors import ConfigError
 from nlrepro.report.rows import RowRef
 from nlrepro.report.tables import ROOT
 
 VALIDITY_YAML = ROOT / "experiments" / "validity.yaml"
-PROXY_FAMILY = "proxy"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from nlrepro.choices import DEFAULT_PROFILE
 from nlrepro.config import (ConfigError, RunConfig, load_config, merge, parse_set,
                             profile_family, read_yaml)
 from nlrepro.run import rundir
@@ -130,7 +131,7 @@ def depths_for(grid: dict, row: dict) -> list[int]:
     return [int(d) for d in grid.get("depths", [None])] if grid.get("depths") else [None]
 
 
-def expand(grid: dict, profile: str = "proxy", results: Path = Path("results"),
+def expand(grid: dict, profile: str = DEFAULT_PROFILE, results: Path = Path("results"),
            sets: list[str] | None = None, seeds: list[int] | None = None) -> list[RunSpec]:
     """Rows × depths × seeds -> validated run specs (nothing is written)."""
     table = grid["table"]

@@ -140,7 +140,7 @@ def test_auto_reuses_a_done_twin_run_and_measures_the_proxy_clip(proxy_root, tmp
 
 def test_auto_does_not_train_outside_the_proxy(tmp_path, capsys):
     assert cli(["attention", "auto", "--profile", "kinetics", "--results", str(tmp_path)]) == 2
-    assert "'auto' trains only on the proxy profile" in capsys.readouterr().err
+    assert "'auto' trains only on a proxy profile" in capsys.readouterr().err
     assert not any(tmp_path.rglob("*.ckpt"))
 
 

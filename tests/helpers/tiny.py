@@ -47,7 +47,8 @@ def sweep_cmd(grid: Path, results: Path, root: Path, workers: int, *extra: str) 
     """``python -m nlrepro sweep`` on ``grid`` with the tiny settings (epochs from the grid)."""
     import sys
 
-    cmd = [sys.executable, "-m", "nlrepro", "sweep", str(grid), "--results", str(results)]
+    cmd = [sys.executable, "-m", "nlrepro", "sweep", str(grid), "--profile", "proxy",
+           "--results", str(results)]
     for s in tiny_sets(root, f"launcher.local_workers={workers}", *extra):
         if not s.startswith("trainer.max_epochs="):
             cmd += ["--set", s]

@@ -108,8 +108,8 @@ def test_one_table_command_renders_several_tables(tmp_path):
     shutil.copytree(fixtures, results)
     (results / "proxy" / "runs.csv").write_text(collect(results, "proxy").to_csv(index=False))
     out = tmp_path / "out"
-    assert main(["table", "2a", "2b", "--results", str(results), "--out", str(out),
-                 "--no-plots"]) == 0
+    assert main(["table", "2a", "2b", "--profile", "proxy", "--results", str(results),
+                 "--out", str(out), "--no-plots"]) == 0
     assert "3/3" in (out / "table2a.md").read_text()
     assert "Missing runs: 15 of 15" in (out / "table2b.md").read_text()  # no 2b fixtures
 

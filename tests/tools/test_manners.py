@@ -119,6 +119,10 @@ def test_make_clean_keeps_prepared_kinetics_and_other_data(tmp_path):
             tmp_path / "results" / "proxy" / "runs.csv"]
     gone = [tmp_path / "data" / "proxy" / "train.csv",
             tmp_path / "data" / "proxy-long" / "decoded" / "test.npy",
+            tmp_path / "data" / "timeline" / "train.csv",
+            tmp_path / "data" / "timeline-long" / "test.csv",
+            tmp_path / "data" / "relations" / "train.csv",
+            tmp_path / "data" / "relations-long" / "test.csv",
             tmp_path / "data" / "pretrained" / "frames_0123abcd.pt",
             tmp_path / ".venv" / "bin" / "python"]
     for path in keep + gone:
