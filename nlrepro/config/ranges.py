@@ -96,6 +96,7 @@ RULES: list[tuple[str, tuple[Callable[[Any], bool], str]]] = [
     ("optim.bn_weight_decay", _number(0.0)),
     ("optim.gamma", _number(0.0, lo_open=True)),
     ("optim.warmup_epochs", _number(0.0)),
+    ("optim.embed_hold_epochs", _number(0.0)),
     ("trainer.max_epochs", _int_at_least(1)),
     ("trainer.max_steps", _max_steps()),
     ("trainer.devices", _devices()),

@@ -167,6 +167,12 @@ class OptimConfig:
     milestones: list[float] = field(default_factory=lambda: [0.375, 0.75])
     gamma: float = 0.1
     warmup_epochs: float = 0.0
+    # Epochs (counted in optimizer steps) during which f's parameters (θ, φ, concatenation's
+    # w_f) get no update while the rest trains. Adam steps every weight by about lr whatever
+    # the gradient's size, so while W_z's BN γ is near 0 the embeddings drift on noise, and
+    # concatenation's f can fall below its ReLU for good (docs/PROXY.md). A run that starts
+    # from another's blocks (trainer.init_from) holds nothing.
+    embed_hold_epochs: float = 0.0
 
 
 @dataclass

@@ -110,6 +110,11 @@ class NonLocalBlock(nn.Module):
                 f"temporal_group={self.temporal_group}, fast={self.fast}")
 
     # ---- layout: positions -> independent (queries, keys) sets --------------------------------
+    def affinity_parameters(self) -> list[nn.Parameter]:
+        """The parameters of f: θ, φ and concatenation's w_f (none for the Gaussian)."""
+        return [p for m in (self.theta, self.phi, self.w_f) if m is not None
+                for p in m.parameters()]
+
     def _group(self, t: int) -> int:
         k = self.temporal_group or t
         if t % k:

@@ -55,6 +55,8 @@ def identity(cfg: RunConfig) -> dict:
         data["model"]["nonlocal"].pop("concat_offset")  # unset: the ids of earlier runs stay
     if cfg.optim.optimizer != "adamw" or cfg.optim.eps == ADAMW_EPS:
         data["optim"].pop("eps")  # unused, or the default: the ids of earlier runs stay
+    if not cfg.optim.embed_hold_epochs or not placement:  # unset, or no block to hold
+        data["optim"].pop("embed_hold_epochs", None)
     if not cfg.trainer.sync_batchnorm:  # the default leaves the ids of earlier runs as they were
         data["trainer"].pop("sync_batchnorm", None)
     if not cfg.trainer.init_fold_nonlocal_bn:  # likewise

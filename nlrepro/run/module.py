@@ -29,6 +29,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from nlrepro.choices import PROXY_FRAMES
 from nlrepro.config import ConfigError, OptimConfig, RunConfig, from_dict, to_dict
 from nlrepro.models.frozen_bn import FrozenBN3d
+from nlrepro.models.non_local import NonLocalBlock
 from nlrepro.models.resnet3d import build_model
 
 _NORM_TYPES: tuple[type, ...] = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
@@ -45,6 +46,15 @@ def make_optimizer(model: nn.Module, o: OptimConfig) -> torch.optim.Optimizer:
     if o.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
     return torch.optim.AdamW(groups, lr=o.lr, eps=o.eps)
+
+
+def hold_steps(cfg: RunConfig, steps_per_epoch: float) -> int:
+    """Optimizer steps for which f's parameters are held (``optim.embed_hold_epochs``). The
+    hold is for blocks that start untrained, W_z's BN near γ = 0; blocks loaded from another
+    run (``trainer.init_from``, Table 2g) start trained and are not held."""
+    if cfg.trainer.init_from:
+        return 0
+    return int(round(cfg.optim.embed_hold_epochs * steps_per_epoch))
 
 
 def param_groups(model: nn.Module, weight_decay: float, bn_weight_decay: float) -> list[dict]:
@@ -122,6 +132,7 @@ class VideoClassifier(L.LightningModule):
         self.test_top1 = MulticlassAccuracy(num_classes=k, top_k=1, average="micro")
         self.test_top5 = MulticlassAccuracy(num_classes=k, top_k=min(5, k), average="micro")
         self.train_retries = 0
+        self.hold_steps = 0  # optim.embed_hold_epochs in steps (configure_optimizers)
         self.test_report: dict[str, float] = {}
         self.test_videos: dict[str, list] = {}
 
@@ -223,9 +234,20 @@ class VideoClassifier(L.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         steps_per_epoch = total / max(1, self.trainer.max_epochs or 1)
         warmup = int(round(o.warmup_epochs * steps_per_epoch))
+        self.hold_steps = hold_steps(self.cfg, steps_per_epoch)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: lr_factor(s, total, warmup, o.schedule, o.milestones, o.gamma))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Hold f's parameters for the first ``hold_steps`` steps (``optim.embed_hold_epochs``):
+        a parameter without a gradient is skipped by the optimizer, weight decay included.
+        Counted on ``global_step``, so a resumed run holds exactly the same steps."""
+        if self.global_step < self.hold_steps:
+            for block in self.model.modules():
+                if isinstance(block, NonLocalBlock):
+                    for p in block.affinity_parameters():
+                        p.grad = None
 
     # ---- exact resume: each epoch's randomness derives from (seed, epoch, rank) ---------
     def on_train_epoch_start(self) -> None:

@@ -46,3 +46,17 @@ def test_adamw_eps_enters_the_run_id_only_when_it_matters():
     sgd = load_config("proxy", sets=["optim.optimizer=sgd"])
     sgd_eps = load_config("proxy", sets=["optim.optimizer=sgd", "optim.eps=1.0e-4"])
     assert config_hash(sgd_eps) == config_hash(sgd)
+
+
+def test_embed_hold_enters_the_run_id_only_when_it_holds_something():
+    """No hold (the default) leaves earlier run ids unchanged; a hold is another run, except
+    for a network without NL blocks, which has nothing to hold (C2D and I3D are reused)."""
+    base = load_config("timeline", sets=["model.nonlocal.blocks=1"])
+    assert "embed_hold_epochs" not in identity(base)["optim"]
+    held = load_config("timeline", sets=["model.nonlocal.blocks=1", "optim.embed_hold_epochs=1.0"])
+    assert identity(held)["optim"]["embed_hold_epochs"] == 1.0
+    assert config_hash(held) != config_hash(base)
+    c2d = load_config("timeline", sets=["model.nonlocal.blocks=0"])
+    c2d_held = load_config("timeline", sets=["model.nonlocal.blocks=0",
+                                             "optim.embed_hold_epochs=1.0"])
+    assert config_hash(c2d_held) == config_hash(c2d)

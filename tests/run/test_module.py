@@ -6,7 +6,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from nlrepro.config import load_config
-from nlrepro.run.module import VideoClassifier, lr_factor, make_optimizer, param_groups
+from nlrepro.run.module import (VideoClassifier, hold_steps, lr_factor, make_optimizer,
+                                param_groups)
 
 
 class ViewsData(L.LightningDataModule):
@@ -83,3 +84,67 @@ def test_adamw_takes_the_configured_eps_and_sgd_its_momentum(model):
     assert [g["weight_decay"] for g in opt.param_groups] == [cfg.optim.weight_decay, 0.0]
     sgd = make_optimizer(model.model, load_config("kinetics").optim)
     assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.9
+
+
+class _Snapshots(L.Callback):
+    """The non-local block's parameters after every training step."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        self.steps.append({n: p.detach().clone() for n, p in _block(pl_module).named_parameters()})
+
+
+def _block(module: VideoClassifier):
+    from nlrepro.models.non_local import NonLocalBlock
+
+    return next(m for m in module.model.modules() if isinstance(m, NonLocalBlock))
+
+
+def test_embed_hold_keeps_f_at_its_start_for_the_held_steps_only():
+    """optim.embed_hold_epochs: θ and φ stay exactly at their start for the held steps (2 of
+    4 per epoch at 0.5), while g and W_z train from the first step; then θ and φ train too."""
+    cfg = load_config("proxy", sets=["model.nonlocal.blocks=1", "trainer.channels_last=false",
+                                     "optim.embed_hold_epochs=0.5", "trainer.max_epochs=1"])
+    torch.manual_seed(0)
+    module = VideoClassifier.from_config(cfg, load_pretrained=False)
+    start = {n: p.detach().clone() for n, p in _block(module).named_parameters()}
+    g = torch.Generator().manual_seed(1)
+    clips = torch.randn(8, 3, 8, 32, 32, generator=g)
+    data = DataLoader(TensorDataset(clips, torch.arange(8) % 4, torch.zeros(8, dtype=torch.long)),
+                      batch_size=2)
+    snaps = _Snapshots()
+    L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, max_epochs=1,
+              enable_model_summary=False, enable_checkpointing=False,
+              callbacks=[snaps]).fit(module, data)
+    assert module.hold_steps == 2 and len(snaps.steps) == 4
+    held = [n for n in start if n.startswith(("theta.", "phi."))]
+    assert len(held) == 4  # weights and biases of θ and φ
+    for step, params in enumerate(snaps.steps):
+        moved = {n for n in held if not torch.equal(params[n], start[n])}
+        assert moved == (set() if step < 2 else set(held)), step
+        assert not torch.equal(params["g.weight"], start["g.weight"])
+        assert not torch.equal(params["w_z.weight"], start["w_z.weight"])
+
+
+def test_affinity_parameters_are_those_of_f():
+    """What the hold holds: θ, φ (and w_f for concatenation); the Gaussian's f has none."""
+    from nlrepro.models.non_local import NonLocalBlock
+
+    names = {}
+    for inst in ("gaussian", "embedded_gaussian", "dot_product", "concatenation"):
+        block = NonLocalBlock(16, instantiation=inst, concat_offset=5.0)
+        ids = {id(p) for p in block.affinity_parameters()}
+        names[inst] = sorted(n.split(".")[0] for n, p in block.named_parameters() if id(p) in ids)
+    assert names["gaussian"] == []
+    assert names["embedded_gaussian"] == names["dot_product"] == ["phi", "phi", "theta", "theta"]
+    assert names["concatenation"] == ["phi", "phi", "theta", "theta", "w_f", "w_f"]
+
+
+def test_embed_hold_counts_steps_and_spares_blocks_that_start_trained():
+    cfg = load_config("timeline", sets=["optim.embed_hold_epochs=1.0"])
+    assert hold_steps(cfg, 250.0) == 250 and hold_steps(load_config("timeline"), 250.0) == 0
+    fine_tune = load_config("timeline", sets=["optim.embed_hold_epochs=1.0",
+                                              "trainer.init_from=parent/last.ckpt"])
+    assert hold_steps(fine_tune, 1000.0) == 0
