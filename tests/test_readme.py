@@ -318,10 +318,13 @@ def test_checker_rejects_wrong_commands(argv, message):
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
-def test_makefile_default_profile_is_the_commands_default():
+def test_makefile_default_profile_is_the_commands_default(monkeypatch):
     """`make tables` without PROFILE runs the profile every nlrepro command defaults to."""
     from nlrepro.choices import DEFAULT_PROFILE
 
+    # `make test PROFILE=x` (or PROFILE in the environment) would reach the inner make.
+    for name in ("PROFILE", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES"):
+        monkeypatch.delenv(name, raising=False)
     profiles = {c[c.index("--profile") + 1] for c in make_dry_run(["tables"], {})}
     assert profiles == {DEFAULT_PROFILE}
 
