@@ -11,14 +11,12 @@ from nlrepro.config.load import (PROFILE_DIR, add_set_argument, from_dict, list_
                                  save_config)
 from nlrepro.config.schema import (DataConfig, LauncherConfig, ModelConfig, NonLocalConfig,
                                    OptimConfig, ProxyConfig, RunConfig, TrainerConfig, get,
-                                   to_dict)
+                                   holds_f, to_dict)
 from nlrepro.config.validate import CHOICES, check_proxy_config, validate
 from nlrepro.errors import ConfigError
 
 __all__ = ["CHOICES", "PROFILE_DIR", "ConfigError", "DataConfig", "LauncherConfig",
            "ModelConfig", "NonLocalConfig", "OptimConfig", "ProxyConfig", "RunConfig",
            "TrainerConfig", "add_set_argument", "check_proxy_config", "from_dict", "get",
-           "list_profiles", "load_config", "load_profile", "merge", "parse_set", "profile_family",
-           "read_config",
-           "read_yaml",
-           "save_config", "to_dict", "validate"]
+           "holds_f", "list_profiles", "load_config", "load_profile", "merge", "parse_set",
+           "profile_family", "read_config", "read_yaml", "save_config", "to_dict", "validate"]

@@ -10,6 +10,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from nlrepro.choices import INSTANTIATIONS
+
+
 @dataclass
 class NonLocalConfig:
     """Where and which non-local blocks (paper Sec. 3-4, Table 2a-d)."""
@@ -173,6 +176,9 @@ class OptimConfig:
     # concatenation's f can fall below its ReLU for good (docs/PROXY.md). A run that starts
     # from another's blocks (trainer.init_from) holds nothing.
     embed_hold_epochs: float = 0.0
+    # The instantiations whose f is held (the rest train from the first step). Not in the run
+    # id: a network has one instantiation, so the list only decides whether the hold applies.
+    embed_hold_instantiations: list[str] = field(default_factory=lambda: list(INSTANTIATIONS))
 
 
 @dataclass
@@ -255,6 +261,15 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
+
+
+def holds_f(cfg: RunConfig) -> bool:
+    """Whether ``optim.embed_hold_epochs`` applies: a hold is set, the network's instantiation
+    is one of ``optim.embed_hold_instantiations``, and its blocks start untrained (a run that
+    loads them, ``trainer.init_from`` as in Table 2g, starts from a trained f)."""
+    o = cfg.optim
+    return (o.embed_hold_epochs > 0 and not cfg.trainer.init_from
+            and cfg.model.nonlocal_.instantiation in o.embed_hold_instantiations)
 
 _ALIASES = {"nonlocal": "nonlocal_"}
 _ALIASES_BACK = {v: k for k, v in _ALIASES.items()}

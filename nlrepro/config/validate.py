@@ -50,6 +50,10 @@ def validate(cfg: RunConfig) -> None:
         if s not in STAGES or k < 1:
             raise ConfigError(f"model.nonlocal.temporal_groups: {s}={k} invalid; "
                               f"stages {list(STAGES)}, group >= 1")
+    for name in cfg.optim.embed_hold_instantiations:
+        if name not in INSTANTIATIONS:
+            raise ConfigError(f"optim.embed_hold_instantiations: {name!r} is not valid; "
+                              f"choose from {list(INSTANTIATIONS)}")
     loggers = cfg.trainer.loggers
     for name in loggers:
         if name not in LOGGERS:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from nlrepro.choices import PROXY_FRAMES
-from nlrepro.config import DataConfig, RunConfig, to_dict
+from nlrepro.config import DataConfig, RunConfig, holds_f, to_dict
 from nlrepro.config.schema import ADAMW_EPS
 from nlrepro.data.annotations import AnnotationError, ClassIndex, list_labels
 from nlrepro.models.placement import compile_placement, stage_blocks_of
@@ -55,8 +55,9 @@ def identity(cfg: RunConfig) -> dict:
         data["model"]["nonlocal"].pop("concat_offset")  # unset: the ids of earlier runs stay
     if cfg.optim.optimizer != "adamw" or cfg.optim.eps == ADAMW_EPS:
         data["optim"].pop("eps")  # unused, or the default: the ids of earlier runs stay
-    if not cfg.optim.embed_hold_epochs or not placement:  # unset, or no block to hold
+    if not holds_f(cfg) or not placement:  # no hold, or no block it applies to
         data["optim"].pop("embed_hold_epochs", None)
+    data["optim"].pop("embed_hold_instantiations", None)  # decides only whether it applies
     if not cfg.trainer.sync_batchnorm:  # the default leaves the ids of earlier runs as they were
         data["trainer"].pop("sync_batchnorm", None)
     if not cfg.trainer.init_fold_nonlocal_bn:  # likewise

@@ -27,7 +27,8 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from nlrepro.choices import PROXY_FRAMES
-from nlrepro.config import ConfigError, OptimConfig, RunConfig, from_dict, to_dict
+from nlrepro.config import (ConfigError, OptimConfig, RunConfig, from_dict, holds_f,
+                            to_dict)
 from nlrepro.models.frozen_bn import FrozenBN3d
 from nlrepro.models.non_local import NonLocalBlock
 from nlrepro.models.resnet3d import build_model
@@ -49,12 +50,9 @@ def make_optimizer(model: nn.Module, o: OptimConfig) -> torch.optim.Optimizer:
 
 
 def hold_steps(cfg: RunConfig, steps_per_epoch: float) -> int:
-    """Optimizer steps for which f's parameters are held (``optim.embed_hold_epochs``). The
-    hold is for blocks that start untrained, W_z's BN near γ = 0; blocks loaded from another
-    run (``trainer.init_from``, Table 2g) start trained and are not held."""
-    if cfg.trainer.init_from:
-        return 0
-    return int(round(cfg.optim.embed_hold_epochs * steps_per_epoch))
+    """Optimizer steps for which f's parameters are held (``optim.embed_hold_epochs``); 0 where
+    :func:`holds_f` says the hold does not apply."""
+    return int(round(cfg.optim.embed_hold_epochs * steps_per_epoch)) if holds_f(cfg) else 0
 
 
 def param_groups(model: nn.Module, weight_decay: float, bn_weight_decay: float) -> list[dict]:

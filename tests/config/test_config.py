@@ -66,6 +66,8 @@ def test_exponent_numbers_without_a_dot_are_numbers():
     ("model.widht=8", ["unknown key", "model.widht", "width"]),
     ("optim.lr=fast", ["optim.lr", "'fast'"]),
     ("model.nonlocal.stages=[res6]", ["res6", "res5"]),
+    ("optim.embed_hold_instantiations=[concat]",
+     ["embed_hold_instantiations", "'concat'", "concatenation"]),
 ])
 def test_bad_values_name_key_value_and_choices(item, words):
     with pytest.raises(ConfigError) as err:

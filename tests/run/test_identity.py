@@ -51,12 +51,38 @@ def test_adamw_eps_enters_the_run_id_only_when_it_matters():
 def test_embed_hold_enters_the_run_id_only_when_it_holds_something():
     """No hold (the default) leaves earlier run ids unchanged; a hold is another run, except
     for a network without NL blocks, which has nothing to hold (C2D and I3D are reused)."""
-    base = load_config("timeline", sets=["model.nonlocal.blocks=1"])
+    base = load_config("relations", sets=["model.nonlocal.blocks=1"])
     assert "embed_hold_epochs" not in identity(base)["optim"]
-    held = load_config("timeline", sets=["model.nonlocal.blocks=1", "optim.embed_hold_epochs=1.0"])
+    held = load_config("relations", sets=["model.nonlocal.blocks=1",
+                                          "optim.embed_hold_epochs=1.0"])
     assert identity(held)["optim"]["embed_hold_epochs"] == 1.0
     assert config_hash(held) != config_hash(base)
-    c2d = load_config("timeline", sets=["model.nonlocal.blocks=0"])
-    c2d_held = load_config("timeline", sets=["model.nonlocal.blocks=0",
+    c2d = load_config("relations", sets=["model.nonlocal.blocks=0"])
+    c2d_held = load_config("relations", sets=["model.nonlocal.blocks=0",
                                              "optim.embed_hold_epochs=1.0"])
     assert config_hash(c2d_held) == config_hash(c2d)
+
+
+def test_a_hold_for_one_instantiation_leaves_the_others_run_ids():
+    """optim.embed_hold_instantiations: the hold enters the id of a run whose instantiation
+    it lists, and only then; the list itself never does (a network has one instantiation)."""
+    hold = ["optim.embed_hold_epochs=1.0", "optim.embed_hold_instantiations=[concatenation]"]
+    for inst, held_changes in (("concatenation", True), ("embedded_gaussian", False),
+                               ("dot_product", False)):
+        one = [f"model.nonlocal.instantiation={inst}", "model.nonlocal.blocks=1"]
+        base = load_config("relations", sets=one)
+        held = load_config("relations", sets=one + hold)
+        assert (config_hash(held) != config_hash(base)) == held_changes, inst
+        assert "embed_hold_instantiations" not in identity(held)["optim"]
+    every = load_config("relations", sets=["model.nonlocal.instantiation=concatenation",
+                                          "model.nonlocal.blocks=1",
+                                          "optim.embed_hold_epochs=1.0"])
+    only = load_config("relations", sets=["model.nonlocal.instantiation=concatenation",
+                                         "model.nonlocal.blocks=1"] + hold)
+    assert config_hash(every) == config_hash(only)  # the same computation, the same run
+
+
+def test_a_run_that_loads_its_blocks_holds_nothing_so_its_id_has_no_hold():
+    parent = ["model.nonlocal.blocks=1", "trainer.init_from=parent/last.ckpt"]
+    held = load_config("relations", sets=parent + ["optim.embed_hold_epochs=1.0"])
+    assert config_hash(held) == config_hash(load_config("relations", sets=parent))

@@ -143,8 +143,13 @@ def test_affinity_parameters_are_those_of_f():
 
 
 def test_embed_hold_counts_steps_and_spares_blocks_that_start_trained():
-    cfg = load_config("timeline", sets=["optim.embed_hold_epochs=1.0"])
-    assert hold_steps(cfg, 250.0) == 250 and hold_steps(load_config("timeline"), 250.0) == 0
-    fine_tune = load_config("timeline", sets=["optim.embed_hold_epochs=1.0",
+    cfg = load_config("relations", sets=["optim.embed_hold_epochs=1.0"])
+    assert hold_steps(cfg, 250.0) == 250 and hold_steps(load_config("relations"), 250.0) == 0
+    fine_tune = load_config("relations", sets=["optim.embed_hold_epochs=1.0",
                                               "trainer.init_from=parent/last.ckpt"])
     assert hold_steps(fine_tune, 1000.0) == 0
+    only_concat = ["optim.embed_hold_epochs=1.0",
+                   "optim.embed_hold_instantiations=[concatenation]"]
+    for inst, steps in (("concatenation", 250), ("embedded_gaussian", 0), ("gaussian", 0)):
+        cfg = load_config("relations", sets=only_concat + [f"model.nonlocal.instantiation={inst}"])
+        assert hold_steps(cfg, 250.0) == steps, inst
