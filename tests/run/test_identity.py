@@ -80,6 +80,9 @@ def test_a_hold_for_one_instantiation_leaves_the_others_run_ids():
     only = load_config("relations", sets=["model.nonlocal.instantiation=concatenation",
                                          "model.nonlocal.blocks=1"] + hold)
     assert config_hash(every) == config_hash(only)  # the same computation, the same run
+    timeline = load_config("timeline")  # round 3: only concatenation's f is held
+    assert timeline.optim.embed_hold_epochs == 1.0
+    assert timeline.optim.embed_hold_instantiations == ["concatenation"]
 
 
 def test_a_run_that_loads_its_blocks_holds_nothing_so_its_id_has_no_hold():
