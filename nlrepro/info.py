@@ -19,8 +19,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from nlrepro.choices import DEFAULT_PROFILE
-from nlrepro.config import RunConfig, add_set_argument, load_config
+from nlrepro.config import RunConfig, add_profile_argument, add_set_argument, load_config
 from nlrepro.models.placement import R101_10_BLOCK_NOTE
 from nlrepro.models.resnet3d import build_model
 
@@ -61,8 +60,7 @@ def model_info(cfg: RunConfig, device: str | torch.device = "meta") -> dict[str,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default=DEFAULT_PROFILE,
-                        help="experiments/profiles/<name>.yaml")
+    add_profile_argument(parser)
     add_set_argument(parser)
 
 

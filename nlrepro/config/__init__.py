@@ -5,9 +5,9 @@ and overrides; ``validate`` rejects impossible values before anything runs, and 
 names the key, the bad value and what is allowed.
 """
 
-from nlrepro.config.load import (PROFILE_DIR, add_set_argument, from_dict, list_profiles,
-                                 load_config, load_profile, merge, parse_set, profile_family,
-                                 read_config, read_yaml,
+from nlrepro.config.load import (PROFILE_DIR, add_profile_argument, add_set_argument,
+                                 from_dict, list_profiles, load_config, load_profile, merge,
+                                 parse_set, profile_family, read_config, read_yaml,
                                  save_config)
 from nlrepro.config.schema import (DataConfig, LauncherConfig, ModelConfig, NonLocalConfig,
                                    OptimConfig, ProxyConfig, RunConfig, TrainerConfig, get,
@@ -17,6 +17,7 @@ from nlrepro.errors import ConfigError
 
 __all__ = ["CHOICES", "PROFILE_DIR", "ConfigError", "DataConfig", "LauncherConfig",
            "ModelConfig", "NonLocalConfig", "OptimConfig", "ProxyConfig", "RunConfig",
-           "TrainerConfig", "add_set_argument", "check_proxy_config", "from_dict", "get",
-           "holds_f", "list_profiles", "load_config", "load_profile", "merge", "parse_set",
-           "profile_family", "read_config", "read_yaml", "save_config", "to_dict", "validate"]
+           "TrainerConfig", "add_profile_argument", "add_set_argument", "check_proxy_config",
+           "from_dict", "get", "holds_f", "list_profiles", "load_config", "load_profile", "merge",
+           "parse_set", "profile_family", "read_config", "read_yaml", "save_config", "to_dict",
+           "validate"]

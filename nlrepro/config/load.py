@@ -194,6 +194,16 @@ def add_set_argument(parser: argparse.ArgumentParser,
                         metavar="KEY=VALUE", help=f"{help} (repeatable; several per --set)")
 
 
+def add_profile_argument(parser: argparse.ArgumentParser,
+                         help: str = "experiments/profiles/<name>.yaml",
+                         default: str | None = DEFAULT_PROFILE) -> None:
+    """The one ``--profile`` option of every command. Its help names the default and every
+    profile, so the choices show in ``--help`` without opening experiments/profiles/."""
+    shown = f"default: {default}; " if default else ""
+    parser.add_argument("--profile", default=default, metavar="NAME",
+                        help=f"{help} ({shown}one of {', '.join(list_profiles())})")
+
+
 def list_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from nlrepro.choices import DEFAULT_PROFILE, PROXY_FAMILY
-from nlrepro.config import ConfigError, add_set_argument, profile_family
+from nlrepro.choices import PROXY_FAMILY
+from nlrepro.config import ConfigError, add_profile_argument, add_set_argument, profile_family
 from nlrepro.figure3.capture import (AttentionMap, capture, checkpoint_path, load_classifier,
                                      load_clip, pick_block, video_path)
 from nlrepro.figure3.draw import draw, save_figure
@@ -117,7 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: one clip is small, and more threads "
                              "than idle cores slow CPU inference down by orders of magnitude)")
-    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="profile of the 'auto' run")
+    add_profile_argument(parser, "profile of the 'auto' run")
     parser.add_argument("--results", type=Path, default=Path("results"),
                         help="results folder of the 'auto' run")
     add_set_argument(parser, "config overrides of the 'auto' run")

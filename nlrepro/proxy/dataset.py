@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from nlrepro.config import ConfigError, ProxyConfig, RunConfig, check_proxy_config, load_config
+from nlrepro.config import (ConfigError, ProxyConfig, RunConfig, add_profile_argument,
+                            check_proxy_config, load_config)
 from nlrepro.data.video import DECODED_DIR, open_video, read_frames, write_decoded
-from nlrepro.choices import CUE_LENGTH, DEFAULT_PROFILE
+from nlrepro.choices import CUE_LENGTH
 from nlrepro.proxy.generator import CLASSES, generator_version, render_indexed, write_video
 from nlrepro.utils import remove_dead, tmp_prefix
 
@@ -177,9 +178,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder to create; default: the profile's data.root. A folder "
                              "that already holds the same dataset is reused; any other "
                              "existing folder is an error (exit 2)")
-    parser.add_argument("--profile", default=DEFAULT_PROFILE,
-                        help="profile whose data.proxy gives the defaults "
-                             f"(default {DEFAULT_PROFILE})")
+    add_profile_argument(parser, "profile whose data.proxy gives the defaults")
     for f in dataclasses.fields(ProxyConfig):
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
                             help=f"override data.proxy.{f.name}")

@@ -29,6 +29,7 @@ import pandas as pd
 import yaml
 
 from nlrepro.choices import DEFAULT_PROFILE
+from nlrepro.config import add_profile_argument
 from nlrepro.errors import ConfigError
 from nlrepro.info import model_info
 from nlrepro.report.collect import INVIEW_COLUMN
@@ -362,7 +363,7 @@ def render(profile: str = DEFAULT_PROFILE, results: Path = Path("results"),
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default=DEFAULT_PROFILE)
+    add_profile_argument(parser)
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--out", type=Path, default=None, help="default paper_tables/<profile>")
     parser.add_argument("--no-plots", action="store_true")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nlrepro.choices import DEFAULT_PROFILE
+from nlrepro.config import add_profile_argument
 from nlrepro.proxy.timeline import KINDS as TIMELINE_KINDS
 from nlrepro.proxy.truth import test_kinds
 from nlrepro.run import rundir
@@ -92,7 +92,7 @@ def collect(results: Path, profile: str) -> pd.DataFrame:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default=DEFAULT_PROFILE)
+    add_profile_argument(parser)
     parser.add_argument("--results", type=Path, default=Path("results"))
 
 

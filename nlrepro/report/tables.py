@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from nlrepro.choices import DEFAULT_PROFILE
-from nlrepro.config import ConfigError
+from nlrepro.config import ConfigError, add_profile_argument
 from nlrepro.info import model_info
 from nlrepro.report.collect import KIND_COLUMNS
 from nlrepro.models.placement import compile_placement, positions, stage_blocks_of
@@ -247,7 +247,7 @@ def render(table: str, profile: str = DEFAULT_PROFILE, results: Path = Path("res
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("table", nargs="+", help="2a … 2g (several render in one process)")
-    parser.add_argument("--profile", default=DEFAULT_PROFILE)
+    add_profile_argument(parser)
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--out", type=Path, default=None, help="default paper_tables/<profile>")
     parser.add_argument("--no-plots", action="store_true")

@@ -22,8 +22,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-from nlrepro.choices import DEFAULT_PROFILE
-from nlrepro.config import RunConfig, add_set_argument, load_config, to_dict
+from nlrepro.config import RunConfig, add_profile_argument, add_set_argument, load_config, to_dict
 from nlrepro.data.datamodule import VideoDataModule
 from nlrepro.proxy.dataset import ensure_proxy_data
 from nlrepro.proxy.pretrain import frames_weights
@@ -247,8 +246,7 @@ def _summary(cfg: RunConfig, run_dir: Path, trainer: Any, model: Any, dm: Any,
 
 # ---- command line ---------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default=DEFAULT_PROFILE,
-                        help="experiments/profiles/<name>.yaml")
+    add_profile_argument(parser)
     add_set_argument(parser, "override config keys, e.g. model.nonlocal.blocks=1")
     parser.add_argument("--run-dir", type=Path, default=None,
                         help="run folder (default: <output_dir>/<config hash>)")

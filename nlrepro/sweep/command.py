@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nlrepro.choices import DEFAULT_PROFILE, LAUNCHERS
-from nlrepro.config import ConfigError, add_set_argument
+from nlrepro.choices import LAUNCHERS
+from nlrepro.config import ConfigError, add_profile_argument, add_set_argument
 from nlrepro.proxy.dataset import ensure_proxy_data
 from nlrepro.proxy.pretrain import ensure_all
 from nlrepro.run import rundir
@@ -88,7 +88,7 @@ def launch(specs: list[RunSpec], launcher: str, results: Path, wait: bool = True
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("grid", type=Path, nargs="+",
                         help="experiments/table2X.yaml; several grids run one after another")
-    parser.add_argument("--profile", default=DEFAULT_PROFILE)
+    add_profile_argument(parser)
     parser.add_argument("--launcher", choices=LAUNCHERS, default=None,
                         help="default: the profile's launcher.name")
     parser.add_argument("--results", type=Path, default=Path("results"))

@@ -28,7 +28,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from nlrepro.config import ConfigError, RunConfig, add_set_argument, load_config
+from nlrepro.config import (ConfigError, RunConfig, add_profile_argument, add_set_argument,
+                            load_config)
 from nlrepro.models.frozen_bn import FrozenBN3d
 from nlrepro.models.resnet3d import build_model
 from nlrepro.tools.vnl_names import blob_names, is_solver_state
@@ -191,8 +192,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a release pickle, e.g. i3d_nonlocal_32x2_IN_pretrain_400k.pkl")
     parser.add_argument("out", type=Path, metavar="OUT.pt",
                         help="plain state dict to write (OUT.yaml and OUT.json go beside it)")
-    parser.add_argument("--profile", default="kinetics",
-                        help="experiments/profiles/<name>.yaml (default kinetics)")
+    add_profile_argument(parser, default="kinetics")
     add_set_argument(parser, "describe the pickle's model, e.g. model.arch=i3d_3x1x1 "
                              "model.nonlocal.blocks=5")
     parser.add_argument("--allow-unmatched", action="store_true",

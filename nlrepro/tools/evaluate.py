@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nlrepro.config import RunConfig, add_set_argument, to_dict
+from nlrepro.config import RunConfig, add_profile_argument, add_set_argument, to_dict
 from nlrepro.data.datamodule import VideoDataModule
 from nlrepro.run import rundir
 from nlrepro.run.identity import config_hash
@@ -103,8 +103,7 @@ def evaluate(source: Source, cfg: RunConfig, precise_bn: bool = False,
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", type=Path, metavar="RUN_OR_CKPT",
                         help="a run folder, a Lightning .ckpt or a plain .pt state dict")
-    parser.add_argument("--profile", default=None,
-                        help="profile for a .pt without a config beside it")
+    add_profile_argument(parser, "profile for a .pt without a config beside it", default=None)
     add_set_argument(parser, "override config keys, e.g. data.root=/k400 trainer.devices=1")
     parser.add_argument("--out", type=Path, default=None,
                         help="summary file (default <run>/eval/summary.json, or "

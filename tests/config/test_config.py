@@ -122,3 +122,22 @@ def test_stage_blocks_keyed_by_depth_resolve_to_the_runs_depth(tmp_path):
         load_config("proxy", sets=["model.stage_blocks={50: [1, 1, 1, 1]}", "model.depth=101"])
     with pytest.raises(ConfigError, match="key a mapping by depth"):
         load_config("proxy", sets=["model.stage_blocks={deep: [1, 1, 1, 1]}"])
+
+
+def test_profile_option_defaults_to_the_default_profile_and_names_every_profile():
+    """add_profile_argument: one --profile for every command, its choices in --help."""
+    import argparse
+
+    from nlrepro.choices import DEFAULT_PROFILE
+    from nlrepro.config import add_profile_argument, list_profiles
+
+    parser = argparse.ArgumentParser()
+    add_profile_argument(parser)
+    assert parser.parse_args([]).profile == DEFAULT_PROFILE
+    assert parser.parse_args(["--profile", "proxy"]).profile == "proxy"
+    text = parser.format_help().replace("\n", " ")
+    assert f"default: {DEFAULT_PROFILE}" in " ".join(text.split())
+    assert all(name in text for name in list_profiles()) and "kinetics" in list_profiles()
+    bare = argparse.ArgumentParser()
+    add_profile_argument(bare, "profile for a .pt without a config", default=None)
+    assert bare.parse_args([]).profile is None and "default:" not in bare.format_help()
