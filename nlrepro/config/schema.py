@@ -271,6 +271,7 @@ def holds_f(cfg: RunConfig) -> bool:
     return (o.embed_hold_epochs > 0 and not cfg.trainer.init_from
             and cfg.model.nonlocal_.instantiation in o.embed_hold_instantiations)
 
+
 _ALIASES = {"nonlocal": "nonlocal_"}
 _ALIASES_BACK = {v: k for k, v in _ALIASES.items()}
 
