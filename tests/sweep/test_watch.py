@@ -85,16 +85,24 @@ def test_status_shows_each_unfinished_runs_epoch_and_latest_val_top1(tmp_path, c
     assert running.run_id in _status("2a", results, capsys)
 
 
+def _stand_in_slurm(bin_dir: Path, monkeypatch: pytest.MonkeyPatch, sbatch: str) -> None:
+    """Put a stand-in ``sbatch`` (this body) and ``srun`` first on PATH. submitit's executor
+    refuses to start where no ``srun`` exists; the stand-in fails if anything runs it, since a
+    job's srun runs on the cluster, never in the submitting process."""
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f"#!/bin/sh\n{sbatch}")
+    (bin_dir / "srun").write_text("#!/bin/sh\necho 'srun: not a cluster' >&2\nexit 1\n")
+    for tool in ("sbatch", "srun"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
 def test_no_wait_submits_through_submitit_and_returns(tmp_path, capsys, monkeypatch):
     """No cluster here: a stand-in sbatch answers as SLURM does; nothing may wait on a job
     (no sacct or squeue exists, so waiting would never end)."""
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    sbatch = bin_dir / "sbatch"
-    sbatch.write_text(f"#!/bin/sh\necho \"$@\" >> {bin_dir}/calls\n"
-                      "echo 'Submitted batch job 4242'\n")
-    sbatch.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    _stand_in_slurm(bin_dir, monkeypatch, f"echo \"$@\" >> {bin_dir}/calls\n"
+                                           "echo 'Submitted batch job 4242'\n")
     results = tmp_path / "results"
     argv = ["sweep", str(grid_path("2a")), "--profile", "proxy", "--launcher", "slurm",
             "--results", str(results), "--seeds", "0", "--set", f"data.root={tmp_path / 'p'}",
@@ -114,11 +122,7 @@ def test_no_wait_submits_through_submitit_and_returns(tmp_path, capsys, monkeypa
 
 
 def test_no_wait_leaves_runs_whose_parent_is_not_done(tmp_path, capsys, monkeypatch):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'Submitted batch job 77'\n")
-    (bin_dir / "sbatch").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    _stand_in_slurm(tmp_path / "bin", monkeypatch, "echo 'Submitted batch job 77'\n")
     results = tmp_path / "results"
     assert cli(["sweep", str(grid_path("2g")), "--profile", "proxy", "--launcher", "slurm",
                 "--results", str(results), "--seeds", "0", "--no-wait"]) == 0
