@@ -27,10 +27,25 @@ CHOICES: dict[str, tuple] = {
 }
 
 
+# Keys that hold a list, each item one of these (None: the key is unset).
+LIST_CHOICES: dict[str, tuple] = {
+    "model.nonlocal.stages": STAGES,
+    "optim.embed_hold_instantiations": INSTANTIATIONS,
+    "trainer.loggers": LOGGERS,
+}
+
+
 def _check_choice(cfg: RunConfig, key: str) -> None:
     value = get(cfg, key)
     if value not in CHOICES[key]:
         raise ConfigError(f"{key}: {value!r} is not valid; choose one of {list(CHOICES[key])}")
+
+
+def _check_each(cfg: RunConfig, key: str) -> None:
+    for value in get(cfg, key) or ():
+        if value not in LIST_CHOICES[key]:
+            raise ConfigError(f"{key}: {value!r} is not valid; "
+                              f"choose from {list(LIST_CHOICES[key])}")
 
 
 def validate(cfg: RunConfig) -> None:
@@ -38,27 +53,16 @@ def validate(cfg: RunConfig) -> None:
     check_ranges(cfg)
     for key in CHOICES:
         _check_choice(cfg, key)
+    for key in LIST_CHOICES:
+        _check_each(cfg, key)
     nl = cfg.model.nonlocal_
-    if nl.stages is not None:
-        for s in nl.stages:
-            if s not in STAGES:
-                raise ConfigError(
-                    f"model.nonlocal.stages: {s!r} is not valid; choose from {list(STAGES)}")
     if isinstance(nl.blocks, int) and nl.blocks < 0:
         raise ConfigError(f"model.nonlocal.blocks: {nl.blocks} must be >= 0")
     for s, k in nl.temporal_groups.items():
         if s not in STAGES or k < 1:
             raise ConfigError(f"model.nonlocal.temporal_groups: {s}={k} invalid; "
                               f"stages {list(STAGES)}, group >= 1")
-    for name in cfg.optim.embed_hold_instantiations:
-        if name not in INSTANTIATIONS:
-            raise ConfigError(f"optim.embed_hold_instantiations: {name!r} is not valid; "
-                              f"choose from {list(INSTANTIATIONS)}")
     loggers = cfg.trainer.loggers
-    for name in loggers:
-        if name not in LOGGERS:
-            raise ConfigError(f"trainer.loggers: {name!r} is not valid; "
-                              f"choose from {list(LOGGERS)}")
     if "csv" not in loggers or len(set(loggers)) != len(loggers):
         raise ConfigError(f"trainer.loggers: {loggers!r} must hold 'csv' (the tables read "
                           f"metrics.csv) and no name twice; valid: {list(LOGGERS)}")

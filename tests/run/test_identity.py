@@ -59,7 +59,7 @@ def test_embed_hold_enters_the_run_id_only_when_it_holds_something():
     assert config_hash(held) != config_hash(base)
     c2d = load_config("relations", sets=["model.nonlocal.blocks=0"])
     c2d_held = load_config("relations", sets=["model.nonlocal.blocks=0",
-                                             "optim.embed_hold_epochs=1.0"])
+                                              "optim.embed_hold_epochs=1.0"])
     assert config_hash(c2d_held) == config_hash(c2d)
 
 
@@ -75,10 +75,10 @@ def test_a_hold_for_one_instantiation_leaves_the_others_run_ids():
         assert (config_hash(held) != config_hash(base)) == held_changes, inst
         assert "embed_hold_instantiations" not in identity(held)["optim"]
     every = load_config("relations", sets=["model.nonlocal.instantiation=concatenation",
-                                          "model.nonlocal.blocks=1",
-                                          "optim.embed_hold_epochs=1.0"])
+                                           "model.nonlocal.blocks=1",
+                                           "optim.embed_hold_epochs=1.0"])
     only = load_config("relations", sets=["model.nonlocal.instantiation=concatenation",
-                                         "model.nonlocal.blocks=1"] + hold)
+                                          "model.nonlocal.blocks=1"] + hold)
     assert config_hash(every) == config_hash(only)  # the same computation, the same run
     timeline = load_config("timeline")  # round 3: only concatenation's f is held
     assert timeline.optim.embed_hold_epochs == 1.0

@@ -146,7 +146,7 @@ def test_embed_hold_counts_steps_and_spares_blocks_that_start_trained():
     cfg = load_config("relations", sets=["optim.embed_hold_epochs=1.0"])
     assert hold_steps(cfg, 250.0) == 250 and hold_steps(load_config("relations"), 250.0) == 0
     fine_tune = load_config("relations", sets=["optim.embed_hold_epochs=1.0",
-                                              "trainer.init_from=parent/last.ckpt"])
+                                               "trainer.init_from=parent/last.ckpt"])
     assert hold_steps(fine_tune, 1000.0) == 0
     only_concat = ["optim.embed_hold_epochs=1.0",
                    "optim.embed_hold_instantiations=[concatenation]"]
